@@ -1,0 +1,1 @@
+"""kf_core: knowledge factorization engine (placeholder public API; filled in below)."""
