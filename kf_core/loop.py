@@ -1,0 +1,266 @@
+"""The training loop shared by factorization and teacher fitting, with its config, callbacks and checkpoints.
+
+The loop reads top to bottom: seeded per-epoch shuffles, a step, callbacks, periodic checkpoints. Every source
+of randomness is re-derived from the seed, the epoch and the saved torch RNG state, so a run resumed from a
+checkpoint ends with the same weights as an uninterrupted one. Checkpoints are plain tensors and JSON strings,
+read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kf_core.data.base import ArrayDataset
+from kf_core.errors import CheckpointError, ConfigError, TrainingCancelled
+
+__all__ = ["Callback", "TrainConfig", "TrainState", "data_fingerprint", "fingerprint", "resolve_device", "run_loop"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and IMB loss settings. Defaults are the paper's where it has one."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "adam"  # "adam" or "sgd" (momentum below)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"  # "cosine" (per step, to 0) or "constant"
+    grad_clip: float | None = None  # max global grad norm; the paper uses 35 on CIFAR
+    lambda_kd: float = 0.1  # distillation weight
+    lambda_feat: float = 1.0  # InfoMax (CKN <-> teacher features) weight
+    beta: float = 1e-3  # bottleneck (KL to N(0, I)) weight on each TSN
+    task_weight: float = 1.0  # weight of the TSN-only auxiliary head's cross-entropy
+    temperature: float = 2.0  # KD temperature T (paper: 10 for CIFAR/ImageNet, 2 for small students)
+    kd: str = "kl"  # "kl" (soft targets) or "mse" (logit matching); class-subset tasks always use "mse"
+    infomax: str = "dv"  # "dv" (the paper's bound) or "infonce"
+    label_smoothing: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 0  # also checkpoint every N steps (0: only at the end of each epoch)
+    eval_every: int = 1  # evaluate on eval data every N epochs (0: never)
+    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
+            "lr": self.lr > 0,
+            "optimizer": self.optimizer in ("adam", "sgd"),
+            "schedule": self.schedule in ("cosine", "constant"),
+            "kd": self.kd in ("kl", "mse"),
+            "infomax": self.infomax in ("dv", "infonce"),
+            "temperature": self.temperature > 0,
+            "device": self.device in ("auto", "cpu", "cuda"),
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"invalid training config value(s) for {', '.join(bad)}: {self.to_json()}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+
+@dataclass
+class TrainState:
+    """Where the loop is; callbacks read it and may set ``cancel``."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    steps_per_epoch: int = 0
+    epochs: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # running means of the current epoch
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    cancel: bool = False
+
+
+class Callback:
+    """Hooks into the loop (minGPT style). Override what you need; set ``state.cancel`` to stop."""
+
+    def on_train_start(self, state: TrainState) -> None: ...
+    def on_step_end(self, state: TrainState) -> None: ...
+    def on_epoch_end(self, state: TrainState) -> None: ...
+    def on_checkpoint(self, state: TrainState, path: Path) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was requested but torch sees no CUDA device; use 'auto' or 'cpu'")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+StepFn = Callable[[np.ndarray], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+EvalFn = Callable[[], dict[str, float]]
+
+
+def run_loop(
+    *,
+    module: nn.Module,
+    step_fn: StepFn,
+    n_samples: int,
+    cfg: TrainConfig,
+    fingerprint: str,
+    callbacks: Sequence[Callback],
+    checkpoint: Path | None,
+    eval_fn: EvalFn | None,
+) -> TrainState:
+    """Train ``module`` by calling ``step_fn(batch_indices) -> (loss, metrics)`` over seeded shuffles."""
+    batch = min(cfg.batch_size, n_samples)
+    state = TrainState(steps_per_epoch=max(1, n_samples // batch), epochs=cfg.epochs)  # drop the ragged tail
+    total_steps = state.steps_per_epoch * cfg.epochs
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt: torch.optim.Optimizer
+    if cfg.optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+    def lr_factor(step: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    sums: dict[str, float] = {}
+    if checkpoint is not None and checkpoint.exists():
+        sums = _load_checkpoint(checkpoint, fingerprint, module, opt, state)
+    for cb in callbacks:
+        cb.on_train_start(state)
+
+    module.train()
+    while state.epoch < cfg.epochs:
+        # The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
+        order = np.random.default_rng([cfg.seed, state.epoch]).permutation(n_samples)
+        if state.step_in_epoch == 0:
+            torch.manual_seed(cfg.seed * 100_003 + state.epoch)
+            sums = {}
+        while state.step_in_epoch < state.steps_per_epoch:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(state.global_step)
+            s = state.step_in_epoch
+            loss, metrics = step_fn(np.sort(order[s * batch : (s + 1) * batch]))
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"the loss became {loss.item()} at epoch {state.epoch} step {s}; lower the learning rate"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            state.step_in_epoch += 1
+            state.global_step += 1
+            # One device sync per step for all metrics, not one per metric.
+            values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+            for k, v in zip(metrics, values, strict=True):
+                sums[k] = sums.get(k, 0.0) + v
+            state.metrics = {k: v / state.step_in_epoch for k, v in sums.items()}
+            for cb in callbacks:
+                cb.on_step_end(state)
+            if state.cancel:
+                raise TrainingCancelled(f"cancelled at epoch {state.epoch} step {state.step_in_epoch}")
+            mid_epoch = state.step_in_epoch < state.steps_per_epoch
+            due = cfg.checkpoint_every > 0 and state.global_step % cfg.checkpoint_every == 0
+            if checkpoint is not None and mid_epoch and due:
+                _save_checkpoint(checkpoint, fingerprint, module, opt, state, sums, callbacks)
+        row = {"epoch": float(state.epoch + 1), **state.metrics}
+        if eval_fn is not None and cfg.eval_every and (state.epoch + 1) % cfg.eval_every == 0:
+            module.eval()
+            row.update(eval_fn())
+            module.train()
+        state.history.append(row)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        for cb in callbacks:
+            cb.on_epoch_end(state)
+        if state.cancel:
+            raise TrainingCancelled(f"cancelled after epoch {state.epoch}")
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, fingerprint, module, opt, state, {}, callbacks)
+    module.eval()
+    return state
+
+
+def _save_checkpoint(
+    path: Path,
+    fingerprint: str,
+    module: nn.Module,
+    opt: torch.optim.Optimizer,
+    state: TrainState,
+    sums: dict[str, float],
+    callbacks: Sequence[Callback],
+) -> None:
+    payload = {
+        "format": "kf-checkpoint/1",
+        "fingerprint": fingerprint,
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "global_step": state.global_step,
+        "model": module.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": torch.get_rng_state(),
+        "history": json.dumps(state.history),
+        "sums": json.dumps(sums),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # a crash mid-write never leaves a truncated checkpoint behind
+    for cb in callbacks:
+        cb.on_checkpoint(state, path)
+
+
+def _load_checkpoint(
+    path: Path, fingerprint: str, module: nn.Module, opt: torch.optim.Optimizer, state: TrainState
+) -> dict[str, float]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt zip, truncated file, unpickling refused
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to restart") from e
+    if payload.get("format") != "kf-checkpoint/1" or payload.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a different run (other data, tasks or config); "
+            "delete it or point the run at a fresh checkpoint path"
+        )
+    module.load_state_dict(payload["model"])
+    opt.load_state_dict(payload["optimizer"])
+    torch.set_rng_state(payload["rng"])
+    state.epoch, state.step_in_epoch = int(payload["epoch"]), int(payload["step_in_epoch"])
+    state.global_step = int(payload["global_step"])
+    state.history = json.loads(payload["history"])
+    sums: dict[str, float] = json.loads(payload["sums"])
+    return sums
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def data_fingerprint(ds: ArrayDataset) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(ds.x[:: max(1, len(ds) // 256)]).tobytes())
+    for k in sorted(ds.labels):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(ds.labels[k]).tobytes())
+    return f"{len(ds)}:{h.hexdigest()}"
