@@ -161,7 +161,9 @@ class FactorNet(nn.Module):
 
     def task_part(self, name: str) -> TaskPart:
         self.task(name)
-        return TaskPart(self.tsn[_key(name)], self.head[_key(name)])
+        tsn, head = self.tsn[_key(name)], self.head[_key(name)]
+        assert isinstance(tsn, Backbone) and isinstance(head, nn.Linear)
+        return TaskPart(tsn, head)
 
 
 def _key(task: str) -> str:
@@ -177,7 +179,8 @@ class CknPart(nn.Module):
         self.ckn = ckn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ckn(x)
+        z_c: torch.Tensor = self.ckn(x)
+        return z_c
 
 
 class TaskPart(nn.Module):
@@ -189,4 +192,5 @@ class TaskPart(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
-        return self.head(z_c + self.tsn(x))
+        logits: torch.Tensor = self.head(z_c + self.tsn(x))
+        return logits

@@ -127,7 +127,8 @@ def task_labels(task: TaskSpec, column: np.ndarray) -> np.ndarray:
         return column.astype(np.int64, copy=False)
     lut = np.full(int(max(column.max(initial=0), max(task.classes))) + 1, -1, dtype=np.int64)
     lut[list(task.classes)] = np.arange(len(task.classes))
-    return lut[column]
+    out: np.ndarray = lut[column]
+    return out
 
 
 def _slug(name: str) -> str:

@@ -100,6 +100,11 @@ class MultiHeadNet(nn.Module):
         # Prefixed keys: a head named like an nn.Module attribute ("half", "type") must not clash.
         self.heads = nn.ModuleDict({f"head_{n}": nn.Linear(backbone.feature_dim, int(k)) for n, k in heads.items()})
 
+    def num_classes(self, name: str) -> int:
+        head = self.heads[f"head_{name}"]
+        assert isinstance(head, nn.Linear)
+        return head.out_features
+
     def forward_all(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
         feat, stages = self.backbone.forward_stages(x)
         return {n: self.heads[f"head_{n}"](feat) for n in self.head_names}, stages
@@ -122,7 +127,7 @@ class TorchTeacher(Teacher):
     ) -> None:
         self.net = net.eval().requires_grad_(False)
         self.input_shape = tuple(int(s) for s in input_shape)  # type: ignore[assignment]
-        self.output_sizes = {n: int(net.heads[f"head_{n}"].out_features) for n in net.head_names}  # type: ignore[union-attr]
+        self.output_sizes = {n: net.num_classes(n) for n in net.head_names}
         self.feature_dims = tuple(net.backbone.stage_dims)
         self.class_names = {k: list(v) for k, v in (class_names or {}).items()}
         self.spec = dict(spec or {})
@@ -165,7 +170,7 @@ class TorchScriptTeacher(Teacher):
                 "plain pickles and state_dicts are refused: export with torch.jit.script/trace and save"
             )
         try:
-            self.module = torch.jit.load(str(path), map_location="cpu").eval()
+            self.module = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
         except Exception as e:  # torch raises RuntimeError subclasses with long C++ traces
             raise ModelFileError(f"{path.name} could not be loaded as TorchScript: {str(e)[:300]}") from e
         if not outputs:

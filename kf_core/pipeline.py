@@ -1,0 +1,180 @@
+"""End-to-end runs that the CLI and the service's jobs share: fit a teacher, factorize it, export, assemble,
+evaluate and report. Each writes a self-contained run directory:
+
+    teacher/   teacher.json, teacher.safetensors, teacher.onnx, report.json, curves.png
+    factor/    recipe.json, checkpoint.pt, parts/ (manifest.json, ckn.onnx, task_<name>.onnx),
+               report.json, accuracy.png, curves.png
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kf_core.assemble import assemble, load_parts
+from kf_core.data.spec import load_split
+from kf_core.evaluate import factor_accuracy, teacher_accuracy
+from kf_core.export import export_factor_set
+from kf_core.loop import Callback
+from kf_core.recipes import Recipe
+from kf_core.report import plot_accuracy, plot_curves, write_json
+from kf_core.tasks import TaskSpec, select_tasks, task_labels, validate_tasks
+from kf_core.teacher import Teacher, save_teacher
+from kf_core.train import factorize, fit_teacher
+
+__all__ = ["recipe_tasks", "run_factorization", "run_teacher_fit"]
+
+
+def run_teacher_fit(recipe: Recipe, out_dir: str | Path, *, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Fit the recipe's demo teacher on its data and save it (weights, spec, ONNX) with a report."""
+    started = time.perf_counter()
+    out = Path(out_dir)
+    split = load_split(recipe.data)
+    teacher = fit_teacher(
+        train=split.train,
+        backbone=recipe.teacher.backbone,
+        feature_dim=recipe.teacher.feature_dim,
+        train_config=recipe.teacher.train,
+        callbacks=callbacks,
+        checkpoint=out / "checkpoint.pt",
+    )
+    teacher.spec["recipe"] = recipe.to_json()
+    save_teacher(teacher, out)
+    acc = teacher_accuracy(teacher, split.test, [TaskSpec(name=o, output=o) for o in teacher.output_sizes])
+    history = teacher.spec.get("history", [])
+    plot_curves(out / "curves.png", history, title=f"teacher training ({recipe.name})")
+    report = {
+        "recipe": recipe.name,
+        "outputs": {o: {"test_accuracy": a, "classes": teacher.output_sizes[o]} for o, a in acc.items()},
+        "train_samples": len(split.train),
+        "test_samples": len(split.test),
+        "history": history,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_json(out / "report.json", report)
+    (out / "checkpoint.pt").unlink(missing_ok=True)  # the saved weights supersede it
+    return report
+
+
+def recipe_tasks(recipe: Recipe, teacher: Teacher, names: Sequence[str] | None = None) -> list[TaskSpec]:
+    """The recipe's tasks (or one per teacher output), narrowed to ``names`` and checked against the teacher."""
+    tasks = list(recipe.tasks) or [TaskSpec(name=o, output=o) for o in teacher.output_sizes]
+    return validate_tasks(select_tasks(tasks, names), teacher.output_sizes)
+
+
+def run_factorization(
+    recipe: Recipe,
+    teacher: Teacher,
+    out_dir: str | Path,
+    *,
+    task_names: Sequence[str] | None = None,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Factorize ``teacher`` with ``recipe``, export the parts, check the assembly and write the report."""
+    started = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = recipe_tasks(recipe, teacher, task_names)
+    split = load_split(recipe.data)
+    teacher.check_input(split.train.input_shape)
+    write_json(out / "recipe.json", recipe.to_json())
+    checkpoint = out / "checkpoint.pt"
+    if not resume:
+        checkpoint.unlink(missing_ok=True)
+    run = factorize(
+        teacher=teacher,
+        train=split.train,
+        tasks=tasks,
+        factor_config=recipe.factor,
+        train_config=recipe.train,
+        callbacks=callbacks,
+        checkpoint=checkpoint,
+        eval_data=split.test if recipe.train.eval_every else None,
+    )
+    t_acc = teacher_accuracy(teacher, split.test, tasks)
+    f_acc = factor_accuracy(run.model, split.test, tasks)
+
+    class_names = {t.name: _class_names(teacher, t) for t in tasks}
+    sample = torch.from_numpy(split.test.images(slice(0, 8)))
+    export_factor_set(
+        run.model, out / "parts", sample=sample, class_names=class_names, output_sizes=teacher.output_sizes
+    )
+    assembly = _check_assembly(out / "parts", run.model, split.test.images(slice(0, 256)), tasks)
+    combined = _combined_accuracy(out / "parts", tasks, split.test.images(), split.test.labels, teacher)
+    if combined is not None:
+        assembly["combined"] = combined
+
+    report: dict[str, Any] = {
+        "recipe": recipe.name,
+        "tasks": {
+            t.name: {
+                "output": t.output,
+                "classes": t.class_index(teacher.output_sizes),
+                "teacher_accuracy": t_acc[t.name],
+                "factor_accuracy": f_acc[t.name],
+                "gap_points": 100 * (t_acc[t.name] - f_acc[t.name]),
+            }
+            for t in tasks
+        },
+        "assembly": assembly,
+        "train_samples": len(split.train),
+        "test_samples": len(split.test),
+        "train_seconds": run.wall_seconds,
+        "history": run.history,
+        "wall_seconds": time.perf_counter() - started,
+    }
+    plot_accuracy(
+        out / "accuracy.png",
+        {"teacher": t_acc, "factor network": f_acc},
+        title=f"teacher vs factor networks ({recipe.name}, test split)",
+    )
+    plot_curves(out / "curves.png", run.history, title=f"factorization ({recipe.name})")
+    write_json(out / "report.json", report)
+    return report
+
+
+def _class_names(teacher: Teacher, task: TaskSpec) -> list[str]:
+    names = teacher.class_names.get(task.output) or [str(i) for i in range(teacher.output_sizes[task.output])]
+    return [names[i] for i in task.class_index(teacher.output_sizes)]
+
+
+def _check_assembly(parts_dir: Path, model: Any, x: np.ndarray, tasks: Sequence[TaskSpec]) -> dict[str, Any]:
+    """Assemble all tasks and compare the ONNX Runtime outputs with the torch factor networks."""
+    from kf_core._ort import create_session
+
+    names = [t.name for t in tasks]
+    graph = assemble(load_parts(parts_dir), names)
+    session = create_session(graph)
+    got = session.run([f"logits_{n}" for n in names], {"x": x})
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))
+    diff = max(float(np.abs(g - want[n].numpy()).max()) for g, n in zip(got, names, strict=True))
+    return {"tasks": names, "max_abs_diff": diff, "samples_compared": len(x)}
+
+
+def _combined_accuracy(
+    parts_dir: Path, tasks: Sequence[TaskSpec], x: np.ndarray, labels: dict[str, np.ndarray], teacher: Teacher
+) -> dict[str, Any] | None:
+    """For class-subset tasks of one output covering several groups: the combined classifier's accuracy."""
+    outputs = {t.output for t in tasks}
+    if len(tasks) < 2 or len(outputs) != 1 or not all(t.is_class_subset for t in tasks):
+        return None
+    from kf_core._ort import create_session
+
+    output = outputs.pop()
+    union = [c for t in tasks for c in t.class_index(teacher.output_sizes)]
+    graph = assemble(load_parts(parts_dir), [t.name for t in tasks], combined=True)
+    (logits,) = create_session(graph).run(["logits_combined"], {"x": x})
+    y = task_labels(TaskSpec(name="union", output=output, classes=tuple(union)), labels[tasks[0].label_column])
+    keep = y >= 0
+    acc = float((logits.argmax(1)[keep] == y[keep]).mean())
+    t_logits = teacher(torch.from_numpy(x)).logits[output].cpu().numpy()[:, union]
+    t_acc = float((t_logits.argmax(1)[keep] == y[keep]).mean())
+    return {"classes": union, "factor_accuracy": acc, "teacher_accuracy": t_acc, "gap_points": 100 * (t_acc - acc)}
+
