@@ -140,7 +140,7 @@ _BUILTIN: dict[str, Recipe] = {
             train=TrainConfig(epochs=30, batch_size=64, lr=1e-3, seed=0),
         ),
         factor=FactorConfig(ckn=NetSpec("mlp"), tsn=NetSpec("mlp", {"width": 0.25}), feature_dim=64),
-        train=TrainConfig(epochs=30, batch_size=64, lr=1e-3, lambda_kd=1.0, seed=0),
+        train=TrainConfig(epochs=60, batch_size=64, lr=1e-3, lambda_kd=1.0, seed=0, eval_every=5),
         tasks=(
             TaskSpec(name="low", output="digit", classes=(0, 1, 2, 3, 4)),
             TaskSpec(name="high", output="digit", classes=(5, 6, 7, 8, 9)),
