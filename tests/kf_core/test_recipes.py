@@ -29,7 +29,7 @@ def test_overrides_apply_to_teacher_and_factor_runs() -> None:
 
 
 def test_unknown_recipe_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownRecipeError, match="'cifar'.*digits, dsprites"):
+    with pytest.raises(UnknownRecipeError, match=r"'cifar'.*digits, dsprites"):
         get_recipe("cifar")
 
 

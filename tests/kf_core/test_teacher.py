@@ -75,7 +75,7 @@ def test_onnx_teacher_with_arbitrary_output_names_factorizes(
 
 def test_onnx_mapping_to_missing_output_lists_the_real_ones(teacher: TorchTeacher, tmp_path: Path) -> None:
     path = _export_with_names(teacher, tmp_path / "t.onnx", ["a", "b", "c", "d"])
-    with pytest.raises(UnknownOutputError, match="'shape'.*a, b, c, d"):
+    with pytest.raises(UnknownOutputError, match=r"'shape'.*a, b, c, d"):
         load_teacher(path, outputs={"bright": "shape"}, features=[])
 
 

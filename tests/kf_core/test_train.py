@@ -127,7 +127,7 @@ def test_empty_task_list(teacher: TorchTeacher, data: ArrayDataset) -> None:
 
 
 def test_unknown_output(teacher: TorchTeacher, data: ArrayDataset) -> None:
-    with pytest.raises(UnknownOutputError, match="'colour'.*bright, half"):
+    with pytest.raises(UnknownOutputError, match=r"'colour'.*bright, half"):
         factorize(
             teacher=teacher,
             train=data,
@@ -149,9 +149,10 @@ def test_teacher_input_shape_must_fit_data(teacher: TorchTeacher) -> None:
 
 
 def test_label_array_of_wrong_length() -> None:
-    with pytest.raises(LabelError, match="'bright'.*5.*8 images"):
-        ArrayDataset(x=np.zeros((8, 1, 4, 4), np.float32), labels={"bright": np.zeros(5, np.int64)},
-                     classes={"bright": ["a"]})
+    with pytest.raises(LabelError, match=r"'bright'.*5.*8 images"):
+        ArrayDataset(
+            x=np.zeros((8, 1, 4, 4), np.float32), labels={"bright": np.zeros(5, np.int64)}, classes={"bright": ["a"]}
+        )
 
 
 def test_bad_train_config_is_named() -> None:
