@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+import torch
 
 from kf_core.data.base import ArrayDataset
 from kf_core.factor import FactorConfig, NetSpec
@@ -44,3 +49,93 @@ def tiny_teacher(data: ArrayDataset | None = None, *, epochs: int = 3) -> TorchT
         backbone=NetSpec("mlp", {"hidden": [32, 32]}),
         train_config=tiny_train_config(epochs=epochs),
     )
+
+
+# --- service factories: teacher files, specs, datasets and job requests for tests/service ---
+
+DSPRITES_HEADS = {"shape": 3, "scale": 6, "orientation": 40, "pos_x": 32, "pos_y": 32}
+
+
+def teacher_net(heads: dict[str, int], *, input_shape: tuple[int, int, int] = (1, 8, 8), hidden: int = 16) -> Any:
+    """An untrained MLP teacher (a ``MultiHeadNet``): factorization needs a teacher's outputs, not its accuracy."""
+    from kf_core.teacher import MultiHeadNet
+
+    torch.manual_seed(0)
+    c, h, w = input_shape
+    backbone = NetSpec("mlp", {"hidden": [hidden]}).build(in_channels=c, input_size=(h, w), feature_dim=None)
+    return MultiHeadNet(backbone, heads).eval()
+
+
+def onnx_teacher_file(
+    path: Path, heads: dict[str, int], *, input_shape: tuple[int, int, int] = (1, 8, 8), names: list[str] | None = None
+) -> Path:
+    """An ONNX teacher with one output per head (named after it, or ``names``) and one ``feat_0`` feature output."""
+    from kf_core.export import export_module
+
+    net = teacher_net(heads, input_shape=input_shape)
+    outputs = names or [*heads, "feat_0"]
+    export_module(net, (torch.zeros(2, *input_shape),), path, input_names=["x"], output_names=outputs)
+    return path
+
+
+def torchscript_teacher_file(
+    path: Path, heads: dict[str, int], *, input_shape: tuple[int, int, int] = (1, 8, 8)
+) -> Path:
+    """A TorchScript teacher returning a tuple: the heads in order, then one stage feature."""
+    net = teacher_net(heads, input_shape=input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript; users still bring it
+        traced = torch.jit.trace(net, torch.zeros(2, *input_shape))
+        torch.jit.save(traced, str(path))
+    return path
+
+
+def npz_dataset_file(path: Path, *, n: int = 96, side: int = 8) -> Path:
+    """``tiny_dataset`` as an uploadable ``.npz`` (1 x side x side images, label arrays ``bright`` and ``half``)."""
+    ds = tiny_dataset(n, side=side)
+    np.savez(path, x=ds.x, bright=ds.labels["bright"], half=ds.labels["half"])
+    return path
+
+
+def tiny_job_body(teacher_id: str, **overrides: Any) -> dict[str, Any]:
+    """A digits job that trains in about a second: small MLPs, few samples, one epoch."""
+    body: dict[str, Any] = {
+        "teacher_id": teacher_id,
+        "dataset": "digits",
+        "overrides": {
+            "epochs": 1,
+            "samples": 200,
+            "train": {"batch_size": 32, "eval_every": 0},
+            "factor": {
+                "ckn": {"name": "mlp", "kwargs": {"hidden": [16]}},
+                "tsn": {"name": "mlp", "kwargs": {"hidden": [8]}},
+                "feature_dim": 8,
+            },
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+def exported_run_dir(run_dir: Path) -> dict[str, Any]:
+    """A run directory as ``run_factorization`` leaves it (``parts/`` and ``report.json``) for an untrained
+    two-task digits factor network; returns the report."""
+    import json
+
+    from kf_core.export import export_factor_set
+    from kf_core.factor import FactorNet
+    from kf_core.tasks import TaskSpec
+
+    torch.manual_seed(0)
+    tasks = [TaskSpec("low", "digit", (0, 1, 2, 3, 4)), TaskSpec("high", "digit", (5, 6, 7, 8, 9))]
+    net = FactorNet(
+        input_shape=(1, 8, 8),
+        tasks=tasks,
+        num_classes={"low": 5, "high": 5},
+        config=FactorConfig(ckn=NetSpec("mlp", {"hidden": [8]}), tsn=NetSpec("mlp", {"hidden": [4]}), feature_dim=4),
+    ).eval()
+    export_factor_set(net, run_dir / "parts", sample=torch.zeros(4, 1, 8, 8), output_sizes={"digit": 10})
+    task_metrics = {"teacher_accuracy": 0.9, "factor_accuracy": 0.8, "gap_points": 10.0}
+    report = {"recipe": "digits", "tasks": {t.name: dict(task_metrics) for t in tasks}, "history": []}
+    (run_dir / "report.json").write_text(json.dumps(report))
+    return report

@@ -1,0 +1,58 @@
+"""The ``kf`` command line.
+
+Engine (local runs, see ``service.cli.engine`` and ``service.cli_evaluate``):
+    kf teacher fit | factorize | assemble | predict | demo | evaluate
+Service operations (``service.cli.ops``):
+    kf serve [--host H --port P]        the HTTP API (jobs run inline unless KF_REDIS_URL is set)
+    kf worker [--queue Q] [--burst]     an RQ worker for factorization jobs (needs KF_REDIS_URL)
+    kf db upgrade | current             migrate the catalog (KF_DATABASE_URL) / show its revision
+API client (``service.cli.client``; --api or KF_API_URL, default http://127.0.0.1:8000):
+    kf teachers upload FILE --spec SPEC.json | list | show ID
+    kf jobs submit --teacher ID --dataset dsprites [--tasks a,b] [--epochs N] [--set train.lr=0.01] [--wait]
+    kf jobs list [--status S] | show ID | cancel ID
+
+Errors a user can cause print one line saying what to fix and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from service.cli.client import ApiError, add_client_commands
+from service.cli.engine import add_engine_commands
+from service.cli.ops import add_ops_commands
+from service.cli_evaluate import add_evaluate_command, cmd_evaluate
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kf", description="Knowledge factorization as a service.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_engine_commands(sub)
+    add_evaluate_command(sub).set_defaults(handler=cmd_evaluate)
+    add_ops_commands(sub)
+    add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from kf_core.errors import KfError
+    from service.errors import ServiceError
+
+    try:
+        status: int = args.handler(args)
+        return status
+    except (KfError, ServiceError, ApiError) as e:
+        print(f"kf {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a re-run resumes from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Engine commands of ``kf``: local runs of kf_core, no catalog or API involved.
+
+kf teacher fit --recipe dsprites --out runs/teacher
+kf factorize --teacher runs/teacher --recipe dsprites --out runs/factor [--tasks shape,scale]
+kf assemble runs/factor --tasks shape,scale --out model.onnx
+kf predict model.onnx --input batch.npy
+kf demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_engine_commands", "csv_list"]
+
+
+def csv_list(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, e.g. shape,scale")
+    return items
+
+
+def _mapping(value: str) -> dict[str, str]:
+    pairs = {}
+    for item in csv_list(value):
+        name, sep, target = item.partition("=")
+        if not sep or not name or not target:
+            raise argparse.ArgumentTypeError(f"expected name=graph_output pairs, got {item!r}")
+        pairs[name] = target
+    return pairs
+
+
+def _shape(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in csv_list(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W integers, got {value!r}") from None
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    p.add_argument("--samples", type=int, help="override the recipe's number of data samples")
+    p.add_argument("--seed", type=int, help="override the recipe's training seed")
+
+
+def add_engine_commands(sub: Any) -> None:
+    """``kf teacher fit``, ``kf factorize``, ``kf assemble``, ``kf predict``, ``kf demo``: local runs, no service."""
+
+    teacher = sub.add_parser("teacher", help="demo teachers").add_subparsers(dest="teacher_command", required=True)
+    fit = teacher.add_parser("fit", help="train a teacher on a built-in recipe's data")
+    fit.add_argument("--recipe", required=True, help="built-in recipe name (dsprites, digits) or a recipe JSON file")
+    fit.add_argument("--out", required=True, type=Path, help="directory to write the teacher to")
+    _run_options(fit)
+    fit.set_defaults(handler=_cmd_teacher_fit)
+
+    fac = sub.add_parser("factorize", help="factorize a teacher into factor networks")
+    fac.add_argument("--teacher", required=True, type=Path, help="teacher directory, .onnx or TorchScript file")
+    fac.add_argument("--recipe", required=True, help="built-in recipe name or recipe JSON file")
+    fac.add_argument("--out", required=True, type=Path, help="run directory (resumes from its checkpoint)")
+    fac.add_argument("--tasks", type=csv_list, help="comma-separated subset of the recipe's tasks")
+    fac.add_argument("--outputs", type=_mapping, help="ONNX/TorchScript teacher: name=graph_output,...")
+    fac.add_argument("--features", type=csv_list, help="ONNX/TorchScript teacher: outputs to use as stage features")
+    fac.add_argument("--input-shape", type=_shape, help="TorchScript teacher: C,H,W of one input")
+    fac.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    _run_options(fac)
+    fac.set_defaults(handler=_cmd_factorize)
+
+    asm = sub.add_parser("assemble", help="assemble factor networks for a task subset into one ONNX graph")
+    asm.add_argument("run_dir", type=Path, help="a factorize run directory (or its parts/ directory)")
+    asm.add_argument("--tasks", type=csv_list, required=True, help="comma-separated task names")
+    asm.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    asm.add_argument("--combined", action="store_true", help="add one softmax over the union of class subsets")
+    asm.set_defaults(handler=_cmd_assemble)
+
+    pred = sub.add_parser("predict", help="run an assembled graph on a .npy batch")
+    pred.add_argument("model", type=Path, help="an assembled .onnx graph")
+    pred.add_argument("--input", type=Path, required=True, help=".npy array of shape (N, C, H, W), float32")
+    pred.add_argument("--logits", action="store_true", help="also print raw logits")
+    pred.set_defaults(handler=_cmd_predict)
+
+    demo = sub.add_parser("demo", help="fit a teacher, factorize it, assemble two task subsets and predict")
+    demo.add_argument("--out", type=Path, default=Path("kf-data/demo"), help="where to write the demo runs")
+    demo.add_argument("--recipe", default="dsprites", help="built-in recipe name or recipe JSON file")
+    _run_options(demo)
+    demo.set_defaults(handler=_cmd_demo)
+
+
+def _recipe(args: argparse.Namespace) -> Any:
+    from kf_core.recipes import get_recipe
+
+    return get_recipe(args.recipe).with_overrides(epochs=args.epochs, samples=args.samples, seed=args.seed)
+
+
+def _cmd_teacher_fit(args: argparse.Namespace) -> int:
+    from kf_core.pipeline import run_teacher_fit
+    from kf_core.progress import ProgressBar
+
+    report = run_teacher_fit(_recipe(args), args.out, callbacks=[ProgressBar("teacher")])
+    for name, row in report["outputs"].items():
+        print(f"  {name:<14} test accuracy {100 * row['test_accuracy']:6.2f} %")
+    print(f"teacher written to {args.out} in {report['wall_seconds']:.0f} s")
+    return 0
+
+
+def _cmd_factorize(args: argparse.Namespace) -> int:
+    from kf_core.pipeline import run_factorization
+    from kf_core.progress import ProgressBar
+    from kf_core.teacher import load_teacher
+
+    teacher = load_teacher(args.teacher, outputs=args.outputs, features=args.features, input_shape=args.input_shape)
+    report = run_factorization(
+        _recipe(args),
+        teacher,
+        args.out,
+        task_names=args.tasks,
+        callbacks=[ProgressBar("factorize")],
+        resume=not args.restart,
+    )
+    _print_factor_report(report)
+    print(f"factor set written to {args.out} in {report['wall_seconds']:.0f} s")
+    return 0
+
+
+def _print_factor_report(report: dict[str, Any]) -> None:
+    print(f"  {'task':<14} {'teacher':>8} {'factor':>8} {'gap':>7}")
+    for name, row in report["tasks"].items():
+        t, f = 100 * row["teacher_accuracy"], 100 * row["factor_accuracy"]
+        print(f"  {name:<14} {t:7.2f}% {f:7.2f}% {t - f:+6.2f}")
+    asm = report["assembly"]
+    print(f"  assembled graph vs factor networks: max abs diff {asm['max_abs_diff']:.2e}")
+    if "combined" in asm:
+        c = asm["combined"]
+        print(
+            f"  combined classifier: teacher {100 * c['teacher_accuracy']:.2f}%, "
+            f"factor {100 * c['factor_accuracy']:.2f}%"
+        )
+
+
+def _parts_dir(run_dir: Path) -> Path:
+    return run_dir / "parts" if (run_dir / "parts" / "manifest.json").exists() else run_dir
+
+
+def _cmd_assemble(args: argparse.Namespace) -> int:
+    from kf_core.assemble import assemble_to_file, load_parts
+
+    started = time.perf_counter()
+    path = assemble_to_file(load_parts(_parts_dir(args.run_dir)), args.tasks, args.out, combined=args.combined)
+    print(f"assembled {','.join(args.tasks)} into {path} in {1000 * (time.perf_counter() - started):.1f} ms")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from kf_core.predict import predict_file
+
+    print(json.dumps(predict_file(args.model, args.input, logits=args.logits), indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kf_core.demo import run_demo
+
+    run_demo(_recipe(args), args.out)
+    return 0

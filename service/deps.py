@@ -1,0 +1,60 @@
+"""FastAPI dependencies as ``Annotated`` aliases: routes declare ``session: SessionDep`` and nothing else.
+
+Everything comes from ``app.state``, set up once by ``create_app``'s lifespan, so a test's app uses the test's
+settings, database and artifact directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from service.artifacts import ArtifactStore
+from service.config import Settings
+from service.runners import Runner
+
+__all__ = ["Page", "PageDep", "RunnerDep", "SessionDep", "SettingsDep", "StoreDep"]
+
+MAX_PAGE = 200
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _session(request: Request) -> Iterator[Session]:
+    # Service functions commit what they change; whatever is left uncommitted is rolled back on close.
+    with request.app.state.sessionmaker() as session:
+        yield session
+
+
+def _store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
+def _runner(request: Request) -> Runner:
+    runner: Runner = request.app.state.runner
+    return runner
+
+
+class Page:
+    """``?offset=&limit=`` of a list endpoint."""
+
+    def __init__(
+        self,
+        offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"rows to return (at most {MAX_PAGE})")] = 50,
+    ) -> None:
+        self.offset, self.limit = offset, limit
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+SessionDep = Annotated[Session, Depends(_session)]
+StoreDep = Annotated[ArtifactStore, Depends(_store)]
+RunnerDep = Annotated[Runner, Depends(_runner)]
+PageDep = Annotated[Page, Depends()]

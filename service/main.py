@@ -1,0 +1,102 @@
+"""The FastAPI application: ``create_app(settings=None)``.
+
+The lifespan opens the catalog (refusing a schema behind the code), the artifact store and the job runner (RQ
+when ``KF_REDIS_URL`` is set, else inline). Errors are mapped to HTTP status codes here and only here
+(``_STATUS``): service and kf_core code raise plain exceptions that know nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import errors
+from service.artifacts import ArtifactStore
+from service.config import Settings, get_settings
+from service.db import make_engine, make_sessionmaker
+from service.migrate import check_schema
+from service.routes import artifacts, datasets, factor_sets, health, jobs, teachers
+from service.runners import Runner, make_runner
+
+RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]
+
+__all__ = ["create_app", "status_for"]
+
+log = logging.getLogger(__name__)
+
+# Most specific class first: the first isinstance match wins.
+_STATUS: list[tuple[type[Exception], int]] = [
+    (errors.NotFoundError, 404),
+    (errors.ConflictError, 409),
+    (errors.PayloadTooLargeError, 413),
+    (errors.UnsupportedMediaError, 415),
+    (errors.InvalidInputError, 422),
+    (errors.QueueUnavailableError, 503),
+    (errors.ArtifactError, 500),
+]
+
+
+def _kf_core_status() -> list[tuple[type[Exception], int]]:
+    from kf_core import errors as kf
+
+    return [
+        (kf.ExportMismatchError, 500),
+        (kf.TrainingCancelled, 409),
+        (kf.CheckpointError, 409),
+        (kf.KfError, 422),  # config, unknown names, shapes, data and model files: all the caller's to fix
+    ]
+
+
+def status_for(exc: Exception) -> int:
+    """The HTTP status of an exception raised while serving a request."""
+    for cls, status in [*_STATUS, *_kf_core_status()]:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    return JSONResponse(status_code=status, content={"detail": str(exc), "error": type(exc).__name__})
+
+
+def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make_runner) -> FastAPI:
+    """The API for ``settings`` (default: from the environment); ``runner`` builds the job runner (tests swap it)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        check_schema(engine)
+        factory = make_sessionmaker(engine)
+        app.state.settings = settings
+        app.state.sessionmaker = factory
+        app.state.store = ArtifactStore(settings.artifact_dir)
+        app.state.runner = runner(settings, factory)
+        app.state.runner.start()
+        try:
+            yield
+        finally:
+            app.state.runner.stop(terminate=True)
+            engine.dispose()
+
+    app = FastAPI(
+        title="KF service",
+        version="0.1.0",
+        summary="Knowledge factorization as a service: factorize teachers into assemblable factor networks.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(errors.ServiceError, _handle)
+    from kf_core.errors import KfError
+
+    app.add_exception_handler(KfError, _handle)
+    for module in (health, teachers, datasets, jobs, factor_sets, artifacts):
+        app.include_router(module.router)
+    return app

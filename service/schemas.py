@@ -1,0 +1,274 @@
+"""API schemas (pydantic), apart from the ORM models: what clients send (``*Create``, ``*Spec``) and receive
+(``*Public``, lists as ``*sPublic(data, count)``). Unknown fields in requests are refused, so a typo in an option
+is a 422 naming the field rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
+
+__all__ = [
+    "ArtifactPublic",
+    "DatasetPublic",
+    "DatasetSpec",
+    "DatasetsPublic",
+    "ErrorBody",
+    "FactorPublic",
+    "FactorSetPublic",
+    "FactorSetsPublic",
+    "JobCreate",
+    "JobPublic",
+    "JobsPublic",
+    "RecipeOverrides",
+    "TaskIn",
+    "TeacherPublic",
+    "TeacherSpec",
+    "TeachersPublic",
+    "factor_set_public",
+]
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ErrorBody(BaseModel):
+    """Every error response: what went wrong and what to do, and the error's class name."""
+
+    detail: str
+    error: str
+
+
+class TaskIn(_In):
+    """One task: a teacher output, or a subset of its classes."""
+
+    name: str = Field(description="task name: a letter, then letters, digits or underscores")
+    output: str | None = Field(default=None, description="teacher output it reads (default: same as name)")
+    classes: list[int] | None = Field(default=None, description="subset of the output's classes, in order")
+    label: str | None = Field(default=None, description="dataset label column (default: the output's name)")
+
+
+class TeacherSpec(_In):
+    """The JSON part of ``POST /v1/teachers``: how to read the uploaded model."""
+
+    name: Name
+    outputs: dict[str, str | int] | None = Field(
+        default=None,
+        description="logical output name -> graph output name (ONNX) or dict key / tuple index (TorchScript); "
+        "ONNX default: every graph output not used as a feature",
+    )
+    features: list[str | int] | None = Field(
+        default=None, description="outputs used as stage features (ONNX default: outputs named feat_*)"
+    )
+    input_shape: list[int] | None = Field(
+        default=None, min_length=3, max_length=3, description="(C, H, W); required for TorchScript"
+    )
+    class_names: dict[str, list[str]] = Field(default_factory=dict)
+    tasks: list[TaskIn] = Field(default_factory=list, description="default tasks of jobs on this teacher")
+    description: str = Field(default="", max_length=10_000)
+
+
+class ArtifactPublic(_Out):
+    id: uuid.UUID
+    sha256: str
+    size_bytes: int
+    media_type: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def url(self) -> str:
+        return f"/v1/artifacts/{self.sha256}"
+
+
+class TeacherPublic(_Out):
+    id: uuid.UUID
+    name: str
+    format: str
+    filename: str
+    input_shape: list[int]
+    outputs: dict[str, str | int]
+    output_sizes: dict[str, int]
+    features: list[str | int]
+    feature_dims: list[int]
+    class_names: dict[str, list[str]]
+    tasks: list[dict[str, Any]]
+    description: str
+    artifact: ArtifactPublic
+    created_at: dt.datetime
+
+
+class TeachersPublic(BaseModel):
+    data: list[TeacherPublic]
+    count: int
+
+
+class DatasetSpec(_In):
+    """The JSON part of ``POST /v1/datasets``."""
+
+    name: Name
+    labels: list[str] | None = Field(default=None, description="label arrays to keep (default: all)")
+    description: str = Field(default="", max_length=10_000)
+
+
+class DatasetPublic(_Out):
+    id: uuid.UUID
+    name: str
+    source: str
+    input_shape: list[int]
+    classes: dict[str, list[str]]
+    num_samples: int
+    description: str
+    artifact: ArtifactPublic | None
+    created_at: dt.datetime
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class RecipeOverrides(_In):
+    """Changes to the recipe, validated against kf_core's configs when the job is submitted."""
+
+    epochs: int | None = Field(default=None, ge=1)
+    samples: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    train: dict[str, Any] = Field(default_factory=dict, description="kf_core TrainConfig fields")
+    factor: dict[str, Any] = Field(default_factory=dict, description="kf_core FactorConfig fields (ckn, tsn, ...)")
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="data split fields: samples, seed, test_fraction, split_seed, labels"
+    )
+
+
+class JobCreate(_In):
+    """``POST /v1/jobs``: factorize a teacher on a dataset."""
+
+    teacher_id: uuid.UUID
+    dataset: str | None = Field(default=None, description="a built-in dataset: dsprites or digits")
+    dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset (POST /v1/datasets)")
+    recipe: str | dict[str, Any] | None = Field(
+        default=None, description="built-in recipe name or a full recipe object (default: the dataset's recipe)"
+    )
+    tasks: list[str | TaskIn] | None = Field(
+        default=None, description="task names (of the teacher's or recipe's tasks) or task objects"
+    )
+    overrides: RecipeOverrides = Field(default_factory=RecipeOverrides)
+    name: Name | None = Field(default=None, description="name of the factor set it registers")
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> JobCreate:
+        if (self.dataset is None) == (self.dataset_id is None):
+            raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
+        return self
+
+
+class JobPublic(_Out):
+    id: uuid.UUID
+    status: str
+    stage: str
+    teacher_id: uuid.UUID
+    dataset_id: uuid.UUID
+    factor_set_name: str
+    queue: str
+    progress: float
+    epoch: int
+    epochs: int
+    step: int
+    steps_total: int
+    metrics: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    error: str | None
+    worker: str | None
+    checkpoint_step: int | None
+    resumed_from_step: int | None
+    cancel_requested_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    factor_set_id: uuid.UUID | None = None
+    recipe: dict[str, Any]
+
+
+class JobsPublic(BaseModel):
+    data: list[JobPublic]
+    count: int
+
+
+class FactorPublic(_Out):
+    task: str
+    output: str
+    classes: list[int]
+    class_names: list[str]
+    metrics: dict[str, Any]
+    artifact: ArtifactPublic
+
+
+class Lineage(BaseModel):
+    teacher: dict[str, Any]
+    dataset: dict[str, Any]
+    job: dict[str, Any]
+
+
+class FactorSetPublic(_Out):
+    id: uuid.UUID
+    name: str
+    version: int
+    teacher_id: uuid.UUID
+    dataset_id: uuid.UUID
+    job_id: uuid.UUID
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    input_spec: dict[str, Any]
+    ckn_artifact: ArtifactPublic
+    manifest_artifact: ArtifactPublic
+    report_artifact: ArtifactPublic
+    factors: list[FactorPublic]
+    lineage: Lineage
+    created_at: dt.datetime
+
+
+class FactorSetsPublic(BaseModel):
+    data: list[FactorSetPublic]
+    count: int
+
+
+def factor_set_public(fs: Any) -> FactorSetPublic:
+    """A ``models.FactorSet`` with its lineage: which teacher file, which data and which job run produced it."""
+    teacher, dataset, job = fs.teacher, fs.dataset, fs.job
+    lineage = Lineage(
+        teacher={"id": teacher.id, "name": teacher.name, "format": teacher.format, "sha256": teacher.artifact.sha256},
+        dataset={
+            "id": dataset.id,
+            "name": dataset.name,
+            "source": dataset.source,
+            "sha256": dataset.artifact.sha256 if dataset.artifact is not None else None,
+            "spec": fs.config.get("data"),
+        },
+        job={
+            "id": job.id,
+            "attempts": job.attempts,
+            "resumed_from_step": job.resumed_from_step,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+        },
+    )
+    return FactorSetPublic.model_validate({**_columns(fs), "factors": fs.factors, "lineage": lineage})
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    names = FactorSetPublic.model_fields.keys() - {"factors", "lineage"}
+    return {n: getattr(row, n) for n in names}

@@ -1,0 +1,82 @@
+"""The OpenAPI document lists every route with every status code it can return (the test client also checks
+each response a test receives against it, see ``tests/conftest.py``)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from service.main import create_app, status_for
+from tests.conftest import assert_documented
+
+EXPECTED = {
+    ("post", "/v1/teachers"): {"201", "409", "413", "415", "422"},
+    ("get", "/v1/teachers"): {"200", "422"},
+    ("get", "/v1/teachers/{teacher_id}"): {"200", "404", "422"},
+    ("post", "/v1/datasets"): {"201", "409", "413", "415", "422"},
+    ("get", "/v1/datasets"): {"200", "422"},
+    ("get", "/v1/datasets/{dataset_id}"): {"200", "404", "422"},
+    ("post", "/v1/jobs"): {"202", "422", "503"},
+    ("get", "/v1/jobs"): {"200", "422"},
+    ("get", "/v1/jobs/{job_id}"): {"200", "404", "422"},
+    ("post", "/v1/jobs/{job_id}/cancel"): {"200", "404", "409", "422"},
+    ("get", "/v1/factor-sets"): {"200", "422"},
+    ("get", "/v1/factor-sets/{factor_set_id}"): {"200", "404", "422"},
+    ("get", "/v1/artifacts/{sha256}"): {"200", "404", "422", "500"},
+    ("get", "/v1/health"): {"200"},
+}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return create_app().openapi()
+
+
+def test_every_route_documents_exactly_its_status_codes(spec: dict[str, Any]) -> None:
+    found = {(m, p): set(op["responses"]) for p, ops in spec["paths"].items() for m, op in ops.items()}
+    assert found == EXPECTED
+
+
+def test_error_responses_have_the_error_body_shape(spec: dict[str, Any]) -> None:
+    body = spec["components"]["schemas"]["ErrorBody"]
+    assert set(body["required"]) == {"detail", "error"}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            for code, response in op["responses"].items():
+                if code.startswith(("4", "5")) and code != "422":  # FastAPI's own 422 schema for bad parameters
+                    ref = response["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/ErrorBody"), (method, path, code)
+
+
+def test_lists_are_paginated_and_uploads_document_their_multipart_body(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    for path in ("/v1/teachers", "/v1/datasets", "/v1/jobs", "/v1/factor-sets"):
+        op = spec["paths"][path]["get"]
+        params = {p["name"]: p["schema"] for p in op["parameters"]}
+        assert params["limit"]["maximum"] == 200 and params["offset"]["minimum"] == 0
+        page = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert set(schemas[page]["properties"]) == {"data", "count"}
+    for path in ("/v1/teachers", "/v1/datasets"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert set(body["required"]) == {"file", "spec"}
+
+
+def test_the_response_check_fails_on_an_undocumented_status() -> None:
+    app = create_app()
+    request = SimpleNamespace(url=SimpleNamespace(path="/v1/health"), method="GET")
+    assert_documented(app, SimpleNamespace(request=request, status_code=200))
+    with pytest.raises(AssertionError, match="answered 404"):
+        assert_documented(app, SimpleNamespace(request=request, status_code=404))
+
+
+def test_errors_map_to_statuses_in_one_place() -> None:
+    from kf_core import errors as kf
+    from service import errors
+
+    assert status_for(errors.NotFoundError("job", 1)) == 404
+    assert status_for(errors.ArtifactCorruptError("x")) == 500
+    assert status_for(kf.UnknownTaskError("task", "x", ["a"])) == 422
+    assert status_for(kf.ExportMismatchError("x")) == 500
+    assert status_for(RuntimeError("bug")) == 500
