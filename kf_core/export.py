@@ -196,10 +196,13 @@ def _verify(
                     f"output {name!r} at batch {len(batch[0])}: ONNX shape {have.shape}, torch {want_np.shape}"
                 )
             diff = float(np.max(np.abs(want_np - have))) if want_np.size else 0.0
-            if not diff <= atol:  # also catches NaN
+            # float32 rounding grows with the outputs' magnitude (logits of a trained teacher reach tens), so the
+            # tolerance is atol for outputs up to 1 in size and atol relative to the largest output beyond that.
+            scale = max(1.0, float(np.max(np.abs(want_np)))) if want_np.size else 1.0
+            if not diff <= atol * scale:  # also catches NaN
                 raise ExportMismatchError(
                     f"output {name!r} at batch {len(batch[0])}: max abs difference {diff:.3g} between ONNX "
-                    f"Runtime and torch exceeds atol={atol:g}"
+                    f"Runtime and torch exceeds {atol:g} x max(1, largest |output| = {scale:.3g})"
                 )
 
 

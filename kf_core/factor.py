@@ -157,13 +157,15 @@ class FactorNet(nn.Module):
         return {n: self.head[_key(n)](z_c + self.encode_task(n, x)[0]) for n in self.task_names}
 
     def ckn_part(self) -> CknPart:
-        return CknPart(self.ckn)
+        # The part shares its modules with this network: it must start in the same train/eval mode, or anyone
+        # who restores the part's mode afterwards (export does) flips BatchNorm in the shared CKN to train.
+        return CknPart(self.ckn).train(self.training)
 
     def task_part(self, name: str) -> TaskPart:
         self.task(name)
         tsn, head = self.tsn[_key(name)], self.head[_key(name)]
         assert isinstance(tsn, Backbone) and isinstance(head, nn.Linear)
-        return TaskPart(tsn, head)
+        return TaskPart(tsn, head).train(self.training)
 
 
 def _key(task: str) -> str:

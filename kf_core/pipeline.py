@@ -152,6 +152,7 @@ def _check_assembly(parts_dir: Path, model: Any, x: np.ndarray, tasks: Sequence[
     graph = assemble(load_parts(parts_dir), names)
     session = create_session(graph)
     got = session.run([f"logits_{n}" for n in names], {"x": x})
+    model.eval()
     with torch.no_grad():
         want = model(torch.from_numpy(x))
     diff = max(float(np.abs(g - want[n].numpy()).max()) for g, n in zip(got, names, strict=True))
@@ -177,4 +178,3 @@ def _combined_accuracy(
     t_logits = teacher(torch.from_numpy(x)).logits[output].cpu().numpy()[:, union]
     t_acc = float((t_logits.argmax(1)[keep] == y[keep]).mean())
     return {"classes": union, "factor_accuracy": acc, "teacher_accuracy": t_acc, "gap_points": 100 * (t_acc - acc)}
-

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 
 from kf_core._ort import create_session
+from kf_core.assemble import assemble, load_parts
 from kf_core.errors import ExportMismatchError, InputShapeError
 from kf_core.export import export_factor_set, export_module
-from kf_core.factor import FactorNet
+from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.registry import create_net, list_nets
+from kf_core.tasks import TaskSpec
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -132,3 +134,32 @@ def test_factor_set_default_class_names_and_shape_check(factor_net: FactorNet, t
     assert manifest["tasks"]["parity"]["classes"] == [0, 1]
     with pytest.raises(InputShapeError, match="takes"):
         export_factor_set(factor_net, tmp_path / "bad", sample=torch.randn(2, 1, 9, 9))
+
+
+def test_export_leaves_a_batchnorm_factor_network_in_eval_mode(tmp_path: Path) -> None:
+    # Regression: exporting a part (a fresh wrapper, in train mode) used to "restore" the shared CKN to train
+    # mode, so BatchNorm then used batch statistics and the torch outputs no longer matched the exported graph.
+    torch.manual_seed(0)
+    tasks = [TaskSpec(name="a", output="a"), TaskSpec(name="b", output="b")]
+    model = FactorNet(
+        input_shape=(1, 64, 64),
+        tasks=tasks,
+        num_classes={"a": 3, "b": 4},
+        config=FactorConfig(
+            ckn=NetSpec("simpleconv64", {"width": 0.25, "batchnorm": True}),
+            tsn=NetSpec("gaussian_simpleconv64", {"width": 0.25, "batchnorm": True}),
+            feature_dim=8,
+        ),
+    )
+    model.train()
+    for _ in range(3):  # move the running statistics away from their initial values
+        model.forward_train(torch.randn(16, 1, 64, 64) * 2 + 1)
+    model.eval()
+    export_factor_set(model, tmp_path / "parts", sample=torch.randn(4, 1, 64, 64))
+    assert not any(m.training for m in model.modules())
+    x = torch.randn(6, 1, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+    graph = assemble(load_parts(tmp_path / "parts"), ["a", "b"])
+    got = create_session(graph.SerializeToString()).run(["logits_a", "logits_b"], {"x": x.numpy()})
+    assert max(float(abs(g - want[n].numpy()).max()) for g, n in zip(got, ["a", "b"], strict=True)) <= 1e-5
