@@ -72,7 +72,7 @@ def plot_accuracy(path: str | Path, series: Mapping[str, Mapping[str, float]], *
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 105)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: never over a bar
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -113,9 +113,11 @@ def plot_leakage(path: str | Path, matrices: Mapping[str, Mapping[str, Any]], *,
     names = list(matrices)
     n_tasks = max(len(m["tasks"]) for m in matrices.values())
     side = max(3.2, 0.75 * n_tasks + 1.6)
-    fig, axes = plt.subplots(1, len(names), figsize=(side * len(names) + 1.2, side + 0.6), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(names), figsize=(side * len(names) + 1.6, side + 1.6), dpi=110, squeeze=False, layout="constrained"
+    )
     image = None
-    for ax, name in zip(axes[0], names, strict=True):
+    for k, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
         m = matrices[name]
         tasks = list(m["tasks"])
         values = [[math.nan if v is None else float(v) for v in row] for row in m["matrix"]]
@@ -125,12 +127,13 @@ def plot_leakage(path: str | Path, matrices: Mapping[str, Mapping[str, Any]], *,
                 text = "n/a" if math.isnan(v) else f"{v:.2f}"
                 ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if v > 0.6 else "white")
         ax.set_xticks(range(len(tasks)), tasks, rotation=35, ha="right", fontsize=8)
-        ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
+        ax.set_yticks(range(len(tasks)), tasks if k == 0 else [""] * len(tasks), fontsize=8)
         ax.set_xlabel("probed task j (labels)")
-        shared = m.get("shared_representation")
-        ax.set_ylabel("shared feature (same for every row)" if shared else "feature z_i of task i")
+        if k == 0:
+            ax.set_ylabel("feature of task i (row)")
+        shared = " (one shared feature:\nevery row the same)" if m.get("shared_representation") else ""
         off, diag = m.get("mean_off_diagonal"), m.get("mean_diagonal")
-        ax.set_title(f"{name}\noff-diagonal {_fmt(off)}, diagonal {_fmt(diag)}", fontsize=9)
+        ax.set_title(f"{name}{shared}\noff-diagonal {_fmt(off)}, diagonal {_fmt(diag)}", fontsize=9)
     if image is not None:
         bar = fig.colorbar(image, ax=axes[0].tolist(), shrink=0.85)
         bar.set_label("linear-probe accuracy above chance, normalised")
@@ -174,10 +177,18 @@ def plot_transfer(path: str | Path, transfer: Mapping[str, Any], *, title: str) 
     """Held-out-task probe accuracy per representation, with the chance level as a dashed line."""
     plt = _pyplot()
     rows: Mapping[str, Mapping[str, float]] = transfer["features"]
-    labels = {"ckn": "KF common knowledge z_c", "teacher": "teacher penultimate", "random_ckn": "random CKN z_c"}
+    labels = {
+        "ckn": "KF CKN\nz_c",
+        "ckn_stage": "KF CKN\nlast stage",
+        "teacher": "teacher\npenultimate",
+        "teacher_stage": "teacher\nlast stage",
+        "random_ckn": "random CKN\nz_c",
+        "random_ckn_stage": "random CKN\nlast stage",
+    }
     names = list(rows)
-    fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=110)
-    bars = ax.bar([labels.get(n, n) for n in names], [100 * rows[n]["accuracy"] for n in names], color="C0")
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) + 2.0, 3.8), dpi=110)
+    colours = ["C1" if n.startswith("random") else "C2" if n.startswith("teacher") else "C0" for n in names]
+    bars = ax.bar([labels.get(n, n) for n in names], [100 * rows[n]["accuracy"] for n in names], color=colours)
     ax.bar_label(bars, fmt="%.1f", fontsize=8, padding=1)
     chance = next((r["chance"] for r in rows.values() if r.get("chance") is not None), None)
     if chance is not None:
