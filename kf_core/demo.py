@@ -20,7 +20,23 @@ from kf_core.progress import ProgressBar
 from kf_core.recipes import Recipe
 from kf_core.teacher import load_teacher
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_BUDGET", "demo_recipe", "run_demo"]
+
+# The built-in recipes are sized for a ~15-minute reference run; the demo trains on a smaller budget unless the
+# user passes --samples/--epochs.
+DEMO_BUDGET: dict[str, dict[str, int]] = {"dsprites": {"samples": 20_000, "epochs": 4}}
+
+
+def demo_recipe(name: str, *, epochs: int | None, samples: int | None, seed: int | None) -> Recipe:
+    """The recipe ``kf demo`` runs: ``name`` with the demo budget, then the user's overrides on top."""
+    from kf_core.recipes import get_recipe
+
+    budget = DEMO_BUDGET.get(name, {})
+    return get_recipe(name).with_overrides(
+        epochs=epochs if epochs is not None else budget.get("epochs"),
+        samples=samples if samples is not None else budget.get("samples"),
+        seed=seed,
+    )
 
 
 def _subsets(names: list[str]) -> list[list[str]]:

@@ -75,8 +75,12 @@ def run_factorization(
     task_names: Sequence[str] | None = None,
     callbacks: Sequence[Callback] = (),
     resume: bool = True,
+    teacher_source: str | None = None,
 ) -> dict[str, Any]:
-    """Factorize ``teacher`` with ``recipe``, export the parts, check the assembly and write the report."""
+    """Factorize ``teacher`` with ``recipe``, export the parts, check the assembly and write the report.
+
+    ``teacher_source`` (where the teacher was loaded from) is recorded so ``kf evaluate RUN_DIR`` can find it.
+    """
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +116,7 @@ def run_factorization(
 
     report: dict[str, Any] = {
         "recipe": recipe.name,
+        "teacher": {"path": teacher_source} if teacher_source else None,
         "tasks": {
             t.name: {
                 "output": t.output,

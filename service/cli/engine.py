@@ -120,6 +120,8 @@ def _cmd_factorize(args: argparse.Namespace) -> int:
         task_names=args.tasks,
         callbacks=[ProgressBar("factorize")],
         resume=not args.restart,
+        # Recorded for `kf evaluate RUN_DIR`, which reloads the teacher by path: only when the path alone suffices.
+        teacher_source=None if (args.outputs or args.input_shape) else str(args.teacher.resolve()),
     )
     _print_factor_report(report)
     print(f"factor set written to {args.out} in {report['wall_seconds']:.0f} s")
@@ -162,7 +164,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from kf_core.demo import run_demo
+    from kf_core.demo import demo_recipe, run_demo
 
-    run_demo(_recipe(args), args.out)
+    run_demo(demo_recipe(args.recipe, epochs=args.epochs, samples=args.samples, seed=args.seed), args.out)
     return 0

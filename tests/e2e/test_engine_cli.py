@@ -31,6 +31,7 @@ def test_factorize_writes_a_complete_report(runs: Path) -> None:
     assert report["assembly"]["max_abs_diff"] <= 1e-5
     assert report["assembly"]["combined"]["classes"] == list(range(10))
     assert report["wall_seconds"] > 0
+    assert report["teacher"] == {"path": str((runs / "teacher").resolve())}
     for name in ("accuracy.png", "curves.png", "recipe.json", "parts/manifest.json"):
         assert (runs / "factor" / name).stat().st_size > 0
 
@@ -67,3 +68,22 @@ def test_bad_input_exits_2_with_a_message(runs: Path, tmp_path: Path, capsys: py
     np.save(nan, np.full((1, 1, 8, 8), np.nan, np.float32))
     assert main(["predict", str(model), "--input", str(nan)]) == 2
     assert "NaN" in capsys.readouterr().err
+
+
+def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["demo", "--recipe", "digits", "--epochs", "1", "--samples", "300", "--out", str(tmp_path / "demo")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "assembly low (built in" in out and "assembly low+high (built in" in out
+    assert "predicted" in out and "truth" in out
+    assert (tmp_path / "demo" / "factor" / "parts" / "manifest.json").exists()
+
+
+def test_demo_budget_applies_only_without_overrides() -> None:
+    from kf_core.demo import DEMO_BUDGET, demo_recipe
+
+    small = demo_recipe("dsprites", epochs=None, samples=None, seed=None)
+    assert small.data.samples == DEMO_BUDGET["dsprites"]["samples"]
+    assert small.train.epochs == DEMO_BUDGET["dsprites"]["epochs"]
+    mine = demo_recipe("dsprites", epochs=9, samples=123, seed=None)
+    assert (mine.data.samples, mine.train.epochs) == (123, 9)
