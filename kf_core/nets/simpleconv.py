@@ -24,10 +24,6 @@ _CHANNELS = (32, 32, 64, 128, 256, 256)
 _N_STAGES = 3  # the last three convolutions are the stage features
 _MIN_SIDE = 64  # six stride-2 convolutions shrink 64 to 1; anything smaller collapses to zero size
 _LOGVAR_LIMIT = 10.0  # keeps exp(logvar) finite early in training, when the encoder is still random
-# Initial log-variance of q(z|x): sigma ~ 0.08. Starting at the prior (sigma = 1) buries fine-grained tasks
-# (dSprites positions: 32 classes one pixel apart) under unit noise that a small beta takes many epochs to shrink;
-# starting nearly deterministic lets the bottleneck term open the variance where it costs nothing.
-_LOGVAR_INIT = -5.0
 
 
 class _SimpleConvTrunk(nn.Module):
@@ -85,8 +81,6 @@ class GaussianSimpleConv64(GaussianEncoder):
         super().__init__()
         self.trunk = _SimpleConvTrunk(in_channels=in_channels, width=width, batchnorm=batchnorm)
         self.fc = nn.Linear(self.trunk.out_dim, 2 * feature_dim)
-        with torch.no_grad():
-            self.fc.bias[feature_dim:].fill_(_LOGVAR_INIT)
         self.in_channels = in_channels
         self.feature_dim = feature_dim
         self.stage_dims = self.trunk.stage_dims
