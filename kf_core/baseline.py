@@ -34,7 +34,7 @@ from kf_core.tasks import TaskSpec, task_labels, validate_tasks
 from kf_core.teacher import MultiHeadNet, Teacher
 
 # The teacher-target pass and label rule are the factorization's own, so both models see identical targets.
-from kf_core.train import _batch, _labels_for, _teacher_targets
+from kf_core.train import batch_images, distillation_loss, labels_for, run_defining_config, teacher_targets
 
 __all__ = ["BaselineRun", "count_parameters", "factor_parameters", "load_baseline", "match_width", "train_baseline"]
 
@@ -117,8 +117,8 @@ def train_baseline(
     )
     device = resolve_device(cfg.device)
     teacher.to(device)
-    t_logits, _ = _teacher_targets(teacher, train, device)
-    labels = {t.name: _labels_for(t, train, t_logits) for t in tasks}
+    t_logits, _ = teacher_targets(teacher, train, device)
+    labels = {t.name: labels_for(t, train, t_logits) for t in tasks}
     classes = {t.name: torch.tensor(t.class_index(teacher.output_sizes)) for t in tasks}
 
     torch.manual_seed(cfg.seed)
@@ -127,16 +127,13 @@ def train_baseline(
 
     def step(idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ti = torch.from_numpy(idx)
-        logits, _ = net.forward_all(_batch(train, idx, device))
+        logits, _ = net.forward_all(batch_images(train, idx, device))
         total = torch.zeros((), device=device)
         metrics: dict[str, torch.Tensor] = {}
         for t in tasks:
             s = logits[t.name]
             target = t_logits[t.output][ti][:, classes[t.name]].to(device)
-            if t.is_class_subset or cfg.kd == "mse":  # the same rule as factorize
-                l_kd = losses.logit_mse_loss(s, target)
-            else:
-                l_kd = losses.kd_loss(s, target, cfg.temperature)
+            l_kd = distillation_loss(t, s, target, cfg)  # the same rule as factorize
             y = labels[t.name][ti].to(device)
             l_cls = losses.label_smoothing_ce(s, y, cfg.label_smoothing)
             total = total + cfg.lambda_kd * l_kd + l_cls
@@ -157,7 +154,7 @@ def train_baseline(
         [t.to_json() for t in tasks],
         spec.to_json(),
         feature_dim,
-        {k: v for k, v in cfg.to_json().items() if k not in ("device", "eval_every", "checkpoint_every")},
+        run_defining_config(cfg),
         data_fingerprint(train),
         teacher.output_sizes,
     )

@@ -24,7 +24,17 @@ from kf_core.loop import Callback, TrainConfig, data_fingerprint, fingerprint, r
 from kf_core.tasks import TaskSpec, task_labels, validate_tasks
 from kf_core.teacher import MultiHeadNet, Teacher, TorchTeacher
 
-__all__ = ["FactorRun", "InfoMaxCritic", "factorize", "fit_teacher"]
+__all__ = [
+    "FactorRun",
+    "InfoMaxCritic",
+    "batch_images",
+    "distillation_loss",
+    "factorize",
+    "fit_teacher",
+    "labels_for",
+    "run_defining_config",
+    "teacher_targets",
+]
 
 
 @dataclass
@@ -59,7 +69,7 @@ class _Trainee(nn.Module):
 
 
 @torch.no_grad()
-def _teacher_targets(
+def teacher_targets(
     teacher: Teacher, data: ArrayDataset, device: torch.device, batch: int = 512
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     logits: dict[str, list[torch.Tensor]] = {}
@@ -97,10 +107,10 @@ def factorize(
     teacher.check_input(train.input_shape)
     device = resolve_device(cfg.device)
     teacher.to(device)
-    t_logits, t_feats = _teacher_targets(teacher, train, device)
+    t_logits, t_feats = teacher_targets(teacher, train, device)
     if not t_feats:  # no stage features exposed: the logits stand in for X (METHOD.md)
         t_feats = [torch.cat([t_logits[k] for k in sorted(t_logits)], dim=1)]
-    labels = {t.name: _labels_for(t, train, t_logits) for t in tasks}
+    labels = {t.name: labels_for(t, train, t_logits) for t in tasks}
     classes = {t.name: torch.tensor(t.class_index(teacher.output_sizes)) for t in tasks}
 
     torch.manual_seed(cfg.seed)
@@ -116,7 +126,7 @@ def factorize(
     infomax = losses.infomax_loss if cfg.infomax == "dv" else losses.infonce_loss
 
     def step(idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = _batch(train, idx, device)
+        x = batch_images(train, idx, device)
         ti = torch.from_numpy(idx)
         out = model.forward_train(x)
         n = len(critic.proj)
@@ -128,10 +138,7 @@ def factorize(
         for t in tasks:
             target = t_logits[t.output][ti][:, classes[t.name]].to(device)
             s = out.logits[t.name]
-            if t.is_class_subset or cfg.kd == "mse":
-                l_kd = losses.logit_mse_loss(s, target)
-            else:
-                l_kd = losses.kd_loss(s, target, cfg.temperature)
+            l_kd = distillation_loss(t, s, target, cfg)
             y = labels[t.name][ti].to(device)
             l_cls = losses.label_smoothing_ce(s, y, cfg.label_smoothing)
             l_task = losses.label_smoothing_ce(out.aux_logits[t.name], y, cfg.label_smoothing)
@@ -162,7 +169,7 @@ def factorize(
         "factorize",
         [t.to_json() for t in tasks],
         factor_config.to_json(),
-        {k: v for k, v in cfg.to_json().items() if k not in ("device", "eval_every", "checkpoint_every")},
+        run_defining_config(cfg),
         data_fingerprint(train),
         teacher.output_sizes,
     )
@@ -181,11 +188,26 @@ def factorize(
     return FactorRun(model=model, tasks=tasks, history=state.history, wall_seconds=wall)
 
 
-def _batch(data: ArrayDataset, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+def distillation_loss(task: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The KD term of one task: logit matching for class-subset tasks (their logits are later compared across
+    tasks under one softmax, so their level must match the teacher's) or when ``cfg.kd == "mse"``, else soft
+    targets at temperature ``cfg.temperature``."""
+    if task.is_class_subset or cfg.kd == "mse":
+        return losses.logit_mse_loss(student, teacher)
+    return losses.kd_loss(student, teacher, cfg.temperature)
+
+
+def run_defining_config(cfg: TrainConfig) -> dict[str, object]:
+    """The training options that change the weights a run produces (for checkpoint fingerprints): everything
+    but where it runs and how often it evaluates or checkpoints."""
+    return {k: v for k, v in cfg.to_json().items() if k not in ("device", "eval_every", "checkpoint_every")}
+
+
+def batch_images(data: ArrayDataset, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(data.images(idx)).to(device).contiguous(memory_format=torch.channels_last)
 
 
-def _labels_for(task: TaskSpec, data: ArrayDataset, t_logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def labels_for(task: TaskSpec, data: ArrayDataset, t_logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Dataset labels for the task where the column exists, else the teacher's argmax (METHOD.md, term 3)."""
     if task.label_column in data.labels:
         column = data.labels[task.label_column]
@@ -228,7 +250,7 @@ def fit_teacher(
     y_all = {h: torch.from_numpy(train.labels[h]) for h in heads}
 
     def step(idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits, _ = net.forward_all(_batch(train, idx, device))
+        logits, _ = net.forward_all(batch_images(train, idx, device))
         total = torch.zeros((), device=device)
         metrics: dict[str, torch.Tensor] = {}
         for h in heads:
