@@ -27,6 +27,7 @@ __all__ = [
     "create_job",
     "create_teacher",
     "ensure_builtin_dataset",
+    "factor_set_versions",
     "get_artifact",
     "get_dataset",
     "get_factor_set",
@@ -38,6 +39,7 @@ __all__ = [
     "list_teachers",
     "record_artifact",
     "request_cancel",
+    "resolve_factor_set",
     "teacher_name_taken",
 ]
 
@@ -187,6 +189,29 @@ def list_factor_sets(
     if name is not None:
         query = query.where(FactorSet.name == name)
     return _page(session, query, FactorSet, offset, limit)
+
+
+def resolve_factor_set(*, session: Session, ref: str) -> FactorSet:
+    """A factor set by id, by ``name`` (its latest version) or by ``name:version``."""
+    try:
+        return get_factor_set(session=session, factor_set_id=uuid.UUID(ref))
+    except ValueError:
+        pass
+    name, sep, version = ref.rpartition(":")
+    query = select(FactorSet)
+    if sep and version.isdigit():
+        query = query.where(FactorSet.name == name, FactorSet.version == int(version))
+    else:
+        query = query.where(FactorSet.name == ref).order_by(FactorSet.version.desc()).limit(1)
+    row = session.scalars(query).first()
+    if row is None:
+        raise NotFoundError("factor set", repr(ref))
+    return row
+
+
+def factor_set_versions(*, session: Session, name: str) -> list[int]:
+    """Every version registered under ``name``, oldest first."""
+    return list(session.scalars(select(FactorSet.version).where(FactorSet.name == name).order_by(FactorSet.version)))
 
 
 def _get(session: Session, model: type[_Row], key: uuid.UUID, kind: str) -> _Row:

@@ -31,10 +31,12 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     artifact_dir: Path = Path("./kf-data/artifacts")  # content-addressed files; shared volume when scaled out
     work_dir: Path = Path("./kf-data/work")  # per-job scratch space (checkpoints, exported parts before storing)
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # training device; "cuda" fails if no GPU is visible
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # jobs and serving; "cuda" fails if CUDA is not usable
     cache_bytes: int = Field(default=2 << 30, ge=0)  # serving: memory budget of the ONNX Runtime session cache
     max_batch: int = Field(default=64, ge=1)  # serving: largest micro-batch
     batch_wait_ms: float = Field(default=2.0, ge=0)  # serving: how long a micro-batch waits to fill
+    infer_threads: int | None = Field(default=None, ge=1)  # serving: ORT intra-op threads (None: usable cores)
+    pin: str = ""  # serving: assemblies built at start-up and never evicted, "ref[=task,task];ref..."
 
     max_upload_bytes: int = Field(default=512 << 20, ge=1)  # largest accepted upload (teacher file, npz dataset)
     queue: str = Field(default="kf", min_length=1)  # RQ queue of CPU jobs; jobs asking for CUDA go to "gpu"

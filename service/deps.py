@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from service.artifacts import ArtifactStore
 from service.config import Settings
 from service.runners import Runner
+from service.runtime import Runtime
 
-__all__ = ["Page", "PageDep", "RunnerDep", "SessionDep", "SettingsDep", "StoreDep"]
+__all__ = ["Page", "PageDep", "RunnerDep", "RuntimeDep", "SessionDep", "SettingsDep", "StoreDep"]
 
 MAX_PAGE = 200
 
@@ -42,6 +43,11 @@ def _runner(request: Request) -> Runner:
     return runner
 
 
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
 class Page:
     """``?offset=&limit=`` of a list endpoint."""
 
@@ -57,4 +63,5 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 SessionDep = Annotated[Session, Depends(_session)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]
 RunnerDep = Annotated[Runner, Depends(_runner)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 PageDep = Annotated[Page, Depends()]

@@ -11,6 +11,7 @@ place (``_STATUS``), together with kf_core's errors.
     ├── ArtifactError             an artifact file is missing or does not match its sha256 (500)
     │   ├── ArtifactMissingError
     │   └── ArtifactCorruptError
+    ├── DeviceUnavailableError    KF_DEVICE=cuda but the CUDA provider does not load (refuses to start)
     └── LeaseLostError            a job run lost ownership of its job (another run took over, or it was cancelled)
 
 Every message says what was wrong and what to do about it.
@@ -23,6 +24,7 @@ __all__ = [
     "ArtifactError",
     "ArtifactMissingError",
     "ConflictError",
+    "DeviceUnavailableError",
     "InvalidInputError",
     "LeaseLostError",
     "NotFoundError",
@@ -79,3 +81,7 @@ class ArtifactCorruptError(ArtifactError):
 
 class LeaseLostError(ServiceError):
     """A job run no longer owns its job row; it must stop without writing anything else."""
+
+
+class DeviceUnavailableError(ServiceError):
+    """The configured inference device cannot be used; raised at start-up, never per request."""

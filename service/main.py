@@ -7,11 +7,16 @@ when ``KF_REDIS_URL`` is set, else inline). Errors are mapped to HTTP status cod
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,9 +24,11 @@ from service import errors
 from service.artifacts import ArtifactStore
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker
+from service.metrics import make_registry
 from service.migrate import check_schema
-from service.routes import artifacts, datasets, factor_sets, health, jobs, teachers
+from service.routes import artifacts, assemblies, datasets, factor_sets, health, jobs, metrics, predict, teachers, v2
 from service.runners import Runner, make_runner
+from service.runtime import Runtime
 
 RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]
 
@@ -38,6 +45,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (errors.InvalidInputError, 422),
     (errors.QueueUnavailableError, 503),
     (errors.ArtifactError, 500),
+    (errors.DeviceUnavailableError, 503),
 ]
 
 
@@ -60,11 +68,43 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
+def _is_v2(request: Request) -> bool:
+    return request.url.path == "/v2" or request.url.path.startswith("/v2/")
+
+
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    if _is_v2(request):  # the Open Inference Protocol's error shape; its bad requests are 400s
+        return JSONResponse(status_code=400 if status == 422 else status, content={"error": str(exc)})
     return JSONResponse(status_code=status, content={"detail": str(exc), "error": type(exc).__name__})
+
+
+async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    if not _is_v2(request):
+        return await request_validation_exception_handler(request, exc)
+    problems = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
+    message = "invalid request: " + "; ".join(problems)
+    return JSONResponse(status_code=400, content=jsonable_encoder({"error": message}))
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less the 422 it adds to every route with parameters: /v2 answers those with 400."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        for path, ops in schema["paths"].items():
+            if path == "/v2" or path.startswith("/v2/"):
+                for op in ops.values():
+                    op["responses"].pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make_runner) -> FastAPI:
@@ -79,12 +119,17 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         app.state.settings = settings
         app.state.sessionmaker = factory
         app.state.store = ArtifactStore(settings.artifact_dir)
+        app.state.runtime = Runtime(settings, factory, app.state.store)  # fails here if KF_DEVICE=cuda lacks CUDA
+        app.state.metrics = make_registry(app.state.runtime)
         app.state.runner = runner(settings, factory)
         app.state.runner.start()
+        warm = asyncio.create_task(app.state.runtime.warm_pins())
         try:
             yield
         finally:
+            warm.cancel()
             app.state.runner.stop(terminate=True)
+            app.state.runtime.close()
             engine.dispose()
 
     app = FastAPI(
@@ -97,6 +142,8 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     from kf_core.errors import KfError
 
     app.add_exception_handler(KfError, _handle)
-    for module in (health, teachers, datasets, jobs, factor_sets, artifacts):
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    for module in (health, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
         app.include_router(module.router)
     return app

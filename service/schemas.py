@@ -13,21 +13,29 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 
 __all__ = [
     "ArtifactPublic",
+    "AssemblyCreate",
+    "AssemblyOutput",
+    "AssemblyPublic",
     "DatasetPublic",
     "DatasetSpec",
     "DatasetsPublic",
     "ErrorBody",
     "FactorPublic",
+    "FactorSetBrief",
     "FactorSetPublic",
     "FactorSetsPublic",
     "JobCreate",
     "JobPublic",
     "JobsPublic",
+    "PredictRequest",
+    "PredictResponse",
     "RecipeOverrides",
     "TaskIn",
+    "TaskPrediction",
     "TeacherPublic",
     "TeacherSpec",
     "TeachersPublic",
+    "TensorSpec",
     "factor_set_public",
 ]
 
@@ -272,3 +280,89 @@ def factor_set_public(fs: Any) -> FactorSetPublic:
 def _columns(row: Any) -> dict[str, Any]:
     names = FactorSetPublic.model_fields.keys() - {"factors", "lineage"}
     return {n: getattr(row, n) for n in names}
+
+
+# --------------------------------------------------------------------------- serving (/v1/assemblies, /v1/predict)
+FactorSetRef = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="factor set id, name (its latest version) or name:version",
+        examples=["dsprites-demo", "dsprites-demo:2"],
+    ),
+]
+
+
+class AssemblyCreate(_In):
+    """Assemble a task subset of a factor set into one graph (or find it in the cache)."""
+
+    factor_set: FactorSetRef
+    tasks: list[Annotated[str, Field(max_length=64)]] = Field(
+        max_length=256, description="task names (any order, each once); at least one"
+    )
+    combined: bool = Field(
+        default=False, description="also output one softmax over the union of the tasks' classes (class-subset tasks)"
+    )
+
+
+class TensorSpec(BaseModel):
+    name: str
+    datatype: str = Field(description="FP32 or INT64")
+    shape: list[int] = Field(description="dimensions; -1 for the batch axis")
+
+
+class AssemblyOutput(TensorSpec):
+    task: str = Field(description="the task (or 'combined') the output belongs to")
+    kind: str = Field(description="logits or probs")
+
+
+class FactorSetBrief(BaseModel):
+    id: uuid.UUID
+    name: str
+    version: int
+
+
+class AssemblyPublic(BaseModel):
+    id: uuid.UUID
+    factor_set: FactorSetBrief
+    tasks: list[str] = Field(description="in the factor set's order")
+    combined: bool
+    input: TensorSpec
+    outputs: list[AssemblyOutput]
+    graph_sha256: str
+    size_bytes: int
+    provider: str = Field(description="ONNX Runtime execution provider the session runs on")
+    cache: str = Field(description="hit (was cached), miss (built by this request) or shared (built by another)")
+    source: str = Field(description="composed from the parts here, or stored (loaded from the artifact store)")
+    build_ms: float = Field(description="time it took to compose or load the graph and warm its session")
+    onnx_url: str
+
+
+class PredictRequest(_In):
+    """Predictions for a batch from the assembly of ``tasks``."""
+
+    factor_set: FactorSetRef
+    tasks: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        default=None, max_length=256, description="task names; omitted: every task of the factor set"
+    )
+    inputs: list[Any] | str = Field(
+        description="the batch, shape (N, C, H, W): nested lists of numbers, or a base64-encoded .npy file"
+    )
+    combined: bool = Field(default=False, description="also predict over the union of the tasks' classes")
+    logits: bool = Field(default=False, description="include the raw logits")
+
+
+class TaskPrediction(BaseModel):
+    labels: list[int] = Field(description="per sample, the index of the most probable class")
+    class_names: list[str] = Field(description="per sample, the name of that class")
+    probabilities: list[list[float]]
+    logits: list[list[float]] | None = None
+
+
+class PredictResponse(BaseModel):
+    factor_set: FactorSetBrief
+    assembly_id: uuid.UUID
+    tasks: list[str]
+    provider: str
+    predictions: dict[str, TaskPrediction] = Field(description="per task (and 'combined' if asked for)")

@@ -1,0 +1,131 @@
+"""Dynamic micro-batching: concurrent requests for one assembly share one ``session.run``.
+
+One :class:`MicroBatcher` per cached assembly. ``await batcher.submit(x)`` queues the request's rows; a drain
+task on the event loop concatenates queued requests (up to ``max_batch`` rows, in arrival order), runs the session
+on the inference executor (a worker thread: the event loop never blocks on ORT) and hands every request its own
+slice of each output.
+
+When to wait: a request arriving at an idle batcher runs at once, so a lone client pays no batching delay. Once
+traffic is concurrent (the previous batch held several requests, or more are already queued), the drain waits up
+to ``wait_s`` (``KF_BATCH_WAIT_MS``) for the batch to fill before running it. Requests that arrive while a batch
+runs queue up and form the next one, so under load batches grow with no timer at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["BatchStats", "MicroBatcher"]
+
+RunFn = Callable[[np.ndarray], Sequence[np.ndarray]]
+
+
+@dataclass
+class BatchStats:
+    """What the batcher did, for metrics and tests."""
+
+    batches: int = 0
+    requests: int = 0
+    rows: int = 0
+    sizes: list[int] = field(default_factory=list)  # rows per batch, most recent last (bounded)
+
+    def record(self, n_requests: int, n_rows: int) -> None:
+        self.batches += 1
+        self.requests += n_requests
+        self.rows += n_rows
+        self.sizes.append(n_rows)
+        if len(self.sizes) > 1024:
+            del self.sizes[:512]
+
+
+@dataclass
+class _Pending:
+    x: np.ndarray
+    future: asyncio.Future[list[np.ndarray]]
+
+
+class MicroBatcher:
+    """Batches ``run`` calls for one session; ``run`` maps a ``(N, ...)`` batch to outputs with N rows each."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        *,
+        max_batch: int,
+        wait_s: float,
+        executor: Executor,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self._run = run
+        self.max_batch = max_batch
+        self.wait_s = wait_s
+        self._executor = executor
+        self._on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._drain_task: asyncio.Task[None] | None = None
+        self._concurrent = False  # did the last batch hold several requests?
+        self.stats = BatchStats()
+
+    async def submit(self, x: np.ndarray) -> list[np.ndarray]:
+        """The outputs for ``x`` (at most ``max_batch`` rows; the caller validates that)."""
+        if len(x) > self.max_batch:
+            raise ValueError(f"a request of {len(x)} rows exceeds max_batch={self.max_batch}")
+        future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(x, future))
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            if self.wait_s > 0 and (self._concurrent or len(self._queue) > 1):
+                deadline = time.monotonic() + self.wait_s
+                while self._rows_queued() < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                    await asyncio.sleep(min(left, 0.0005))
+            batch = self._take()
+            self._concurrent = len(batch) > 1
+            await self._execute(batch)
+
+    def _rows_queued(self) -> int:
+        return sum(len(p.x) for p in self._queue)
+
+    def _take(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        rows = 0
+        while self._queue and rows + len(self._queue[0].x) <= self.max_batch:
+            p = self._queue.popleft()
+            if p.future.cancelled():  # the client went away while queued
+                continue
+            batch.append(p)
+            rows += len(p.x)
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, x)
+        except Exception as exc:
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        self.stats.record(len(batch), len(x))
+        if self._on_batch is not None:
+            self._on_batch(len(batch), len(x))
+        start = 0
+        for p in batch:
+            stop = start + len(p.x)
+            if not p.future.done():
+                p.future.set_result([o[start:stop] for o in outputs])
+            start = stop

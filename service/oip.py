@@ -1,0 +1,232 @@
+"""KServe Open Inference Protocol (v2) over HTTP/REST: schemas and tensor codecs.
+
+Each factor set is a model (its name; versions are the factor set's versions). Inputs: one tensor, named like
+the graph input (``x``), datatype ``FP32``, shape ``[N, C, H, W]``, data flat in row-major order (nested lists are
+accepted too). Outputs, per task ``t``: ``logits_t`` and ``probs_t`` (FP32, ``[N, classes]``) and ``label_t``
+(INT64, ``[N]``); the request's ``outputs`` select them, and so the tasks to assemble (none requested: every task).
+For class-subset tasks, ``*_combined`` outputs give one softmax over the union of the tasks' classes. Errors are
+``{"error": "..."}``, as the protocol specifies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from kf_core.assemble import COMBINED
+from service.errors import InvalidInputError
+from service.runtime import Entry, FactorSetInfo
+
+__all__ = [
+    "InferRequest",
+    "InferResponse",
+    "ModelMetadata",
+    "combined_classes",
+    "decode_input",
+    "encode_outputs",
+    "model_metadata",
+    "requested_tasks",
+]
+
+KINDS = ("logits", "probs", "label")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestInput(_Strict):
+    name: str = Field(max_length=256)
+    shape: list[int] = Field(max_length=16)
+    datatype: str = Field(max_length=16)
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class RequestOutput(_Strict):
+    name: str = Field(max_length=256)
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(_Strict):
+    id: str | None = Field(default=None, max_length=256, description="echoed in the response")
+    parameters: dict[str, Any] | None = None
+    inputs: list[RequestInput] = Field(min_length=1, max_length=16)
+    outputs: list[RequestOutput] | None = Field(default=None, max_length=1024)
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[ResponseOutput]
+
+
+class MetadataTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[MetadataTensor]
+    outputs: list[MetadataTensor]
+    parameters: dict[str, Any] = Field(description="execution provider and device in use, the model's tasks")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class V2Error(BaseModel):
+    error: str
+
+
+def output_names(fs: FactorSetInfo) -> list[tuple[str, str, str, int]]:
+    """Every output a model offers: (name, task, kind, classes)."""
+    out = []
+    for t in fs.tasks:
+        out += [(f"{kind}_{t.name}", t.name, kind, len(t.classes)) for kind in KINDS]
+    return out
+
+
+def model_metadata(fs: FactorSetInfo, *, provider: str, device: str, combined_classes: int | None) -> ModelMetadata:
+    shape = [int(d) if d is not None else -1 for d in fs.input_spec["shape"]]
+    outputs = [
+        MetadataTensor(
+            name=name, datatype="INT64" if kind == "label" else "FP32", shape=[-1] if kind == "label" else [-1, k]
+        )
+        for name, _, kind, k in output_names(fs)
+    ]
+    if combined_classes is not None:
+        outputs += [
+            MetadataTensor(name=f"logits_{COMBINED}", datatype="FP32", shape=[-1, combined_classes]),
+            MetadataTensor(name=f"probs_{COMBINED}", datatype="FP32", shape=[-1, combined_classes]),
+            MetadataTensor(name=f"label_{COMBINED}", datatype="INT64", shape=[-1]),
+        ]
+    return ModelMetadata(
+        name=fs.name,
+        versions=[str(v) for v in fs.versions],
+        platform="onnxruntime_onnx",
+        inputs=[MetadataTensor(name=str(fs.input_spec.get("name", "x")), datatype="FP32", shape=shape)],
+        outputs=outputs,
+        parameters={
+            "execution_provider": provider,
+            "device": device,
+            "version": str(fs.version),
+            "factor_set_id": str(fs.id),
+            "tasks": fs.task_names,
+        },
+    )
+
+
+def combined_classes(fs: FactorSetInfo) -> int | None:
+    """Classes of the combined output, if all of the model's tasks are disjoint class subsets of one output."""
+    if len(fs.tasks) < 2 or len({t.output for t in fs.tasks}) != 1:
+        return None
+    classes = [c for t in fs.tasks for c in t.classes]
+    return len(classes) if len(set(classes)) == len(classes) else None
+
+
+def requested_tasks(fs: FactorSetInfo, request: InferRequest) -> tuple[list[str] | None, bool, list[str]]:
+    """(tasks to assemble or None for all, combined, output names to return in order)."""
+    offered = {name: task for name, task, _, _ in output_names(fs)}
+    combined_names = {f"{kind}_{COMBINED}" for kind in KINDS}
+    if not request.outputs:
+        return None, False, list(offered)
+    names = [o.name for o in request.outputs]
+    tasks: list[str] = []
+    combined = False
+    for name in names:
+        if name in combined_names:
+            combined = True
+        elif name in offered:
+            if offered[name] not in tasks:
+                tasks.append(offered[name])
+        else:
+            raise InvalidInputError(
+                f"model {fs.name!r} has no output {name!r}; its outputs are {', '.join(offered)}"
+                + (f", {', '.join(sorted(combined_names))}" if combined_classes(fs) is not None else "")
+            )
+    if len(set(names)) != len(names):
+        raise InvalidInputError("an output is requested twice; request each output once")
+    return tasks or None, combined, names
+
+
+def decode_input(request: InferRequest, *, input_name: str, input_shape: list[int | None]) -> np.ndarray:
+    """The request's one input tensor as a float32 array of its declared shape, or a clear error."""
+    if len(request.inputs) != 1:
+        raise InvalidInputError(f"this model takes exactly one input, {input_name!r}; got {len(request.inputs)}")
+    tensor = request.inputs[0]
+    if tensor.name != input_name:
+        raise InvalidInputError(f"unknown input {tensor.name!r}; this model takes one input named {input_name!r}")
+    if tensor.datatype != "FP32":
+        raise InvalidInputError(
+            f"input {input_name!r} has datatype {tensor.datatype!r}, but the model takes FP32; send FP32 data"
+        )
+    want = [d if d is not None else -1 for d in input_shape]
+    if len(tensor.shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, tensor.shape, strict=True)):
+        raise InvalidInputError(f"input {input_name!r} has shape {tensor.shape}; the model takes {want} (-1: any)")
+    if any(s < 0 for s in tensor.shape):
+        raise InvalidInputError(f"input {input_name!r} has a negative dimension in shape {tensor.shape}")
+    try:
+        data = np.asarray(tensor.data)
+    except (ValueError, TypeError):
+        raise InvalidInputError(
+            f"input {input_name!r}: data must be a flat (or rectangular nested) list of numbers"
+        ) from None
+    if data.dtype.kind not in "fiu":
+        raise InvalidInputError(
+            f"input {input_name!r}: data must hold numbers for datatype FP32, got {data.dtype.kind!r}"
+        )
+    if data.size != math.prod(tensor.shape):
+        raise InvalidInputError(
+            f"input {input_name!r}: shape {tensor.shape} needs {math.prod(tensor.shape)} values, data holds {data.size}"
+        )
+    return data.reshape(tensor.shape).astype(np.float32, copy=False)
+
+
+def encode_outputs(entry: Entry, outputs: list[np.ndarray], names: list[str]) -> list[dict[str, Any]]:
+    """Response tensors for ``names`` (``label_*`` computed from the probabilities)."""
+    values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
+    result = []
+    for name in names:
+        kind, _, task = name.partition("_")
+        if kind == "label":
+            array = values[f"probs_{task}"].argmax(axis=1).astype(np.int64)
+            datatype = "INT64"
+        else:
+            array = values[name]
+            datatype = "FP32"
+        result.append({"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel().tolist()})
+    return result

@@ -1,0 +1,468 @@
+"""Serving runtime: factor set references, the assembly cache, ONNX Runtime sessions and micro-batchers.
+
+    runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.providers)
+    entry, state = await runtime.assembly("dsprites:2", ["shape", "scale"])
+    outputs = await runtime.infer(entry, x)                 # micro-batched session.run in a worker thread
+
+**Cache.** Key = (factor set id, tasks in the factor set's order, combined, provider). An LRU of ready entries
+bounded by ``KF_CACHE_BYTES`` (an entry costs its graph's size: ORT holds one copy of the weights per session);
+pinned assemblies (``KF_PIN``) are never evicted. Concurrent requests for a missing key share one build
+(single-flight): the first starts it, the others await the same future (``state`` tells which: ``hit``,
+``miss``, ``shared``).
+
+**Build.** If the catalog already holds the graph (an ``assembly`` row: another replica or an earlier run built
+it), its bytes are read from the artifact store, verified, and loaded: no composition. Otherwise the stored parts
+are copied out of the store (verified) once per factor set, composed by :mod:`kf_core.assemble`, and the graph
+is stored as an artifact with its row, so replicas and restarts reuse it. A stored graph that fails its sha256
+check is not served: the entry is rebuilt from the verified parts and the good bytes replace the bad file.
+Every new session runs one warm-up batch before it serves.
+
+Building runs on a thread pool, inference on a one-thread executor (ORT parallelises inside a run with
+``KF_INFER_THREADS`` intra-op threads), so the event loop only parses, queues and answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kf_core import _ort
+from kf_core.assemble import assemble_bytes, assemble_session
+from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
+from kf_core.parts import FactorParts, load_parts
+from service import catalog
+from service.artifacts import ArtifactStore
+from service.batching import MicroBatcher
+from service.config import Settings
+from service.db import session_scope
+from service.errors import ArtifactError, InvalidInputError
+from service.models import Assembly, FactorSet
+from service.providers import CPU, Provider, choose_provider
+
+__all__ = ["Entry", "FactorSetInfo", "Runtime", "RuntimeStats", "parse_pins"]
+
+log = logging.getLogger(__name__)
+
+ONNX = "application/onnx"
+_RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
+_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+CacheKey = tuple[uuid.UUID, tuple[str, ...], bool, str]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str
+    output: str
+    classes: list[int]
+    class_names: list[str]
+
+
+@dataclass(frozen=True)
+class FactorSetInfo:
+    """What serving needs to know about a factor set, read once from the catalog (factor sets never change)."""
+
+    id: uuid.UUID
+    name: str
+    version: int
+    versions: list[int]  # every version under this name (for v2 model metadata)
+    tasks: list[TaskInfo]  # in the factor set's order
+    input_spec: dict[str, Any]
+    manifest_sha256: str
+    manifest_size: int
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    def task(self, name: str) -> TaskInfo:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise UnknownTaskError("task", name, self.task_names)
+
+    def canonical_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
+        """``tasks`` validated and put in the factor set's order; ``None`` means all of them."""
+        if tasks is None:
+            return tuple(self.task_names)
+        if isinstance(tasks, str):
+            raise ConfigError(f"tasks must be a list of task names, not the string {tasks!r}")
+        if not tasks:
+            raise EmptyTaskListError(f"no tasks given: name at least one of {', '.join(self.task_names)}")
+        seen: set[str] = set()
+        for name in tasks:
+            self.task(name)
+            if name in seen:
+                raise ConfigError(f"task {name!r} is listed twice; name each task once")
+            seen.add(name)
+        return tuple(n for n in self.task_names if n in seen)
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    name: str  # graph output name: logits_<task>, probs_<task>, logits_combined, ...
+    task: str  # task name, or "combined"
+    kind: str  # "logits" or "probs"
+    class_names: list[str]
+
+
+@dataclass
+class Entry:
+    """A ready assembly: its catalog row, its session and its batcher."""
+
+    key: CacheKey
+    assembly_id: uuid.UUID
+    factor_set: FactorSetInfo
+    tasks: tuple[str, ...]
+    combined: bool
+    graph_sha256: str
+    size_bytes: int
+    source: str  # "composed" (built here) or "stored" (loaded from the artifact store)
+    session: Any
+    input_name: str
+    input_shape: list[int | None]  # [None, C, H, W]
+    outputs: list[OutputInfo]
+    batcher: MicroBatcher | None = None
+    build_ms: float = 0.0
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        result: list[np.ndarray] = self.session.run([o.name for o in self.outputs], {self.input_name: x})
+        return result
+
+    def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
+        """Per head (task or "combined"): its logits and probability outputs."""
+        by_task: dict[str, dict[str, OutputInfo]] = {}
+        for o in self.outputs:
+            by_task.setdefault(o.task, {})[o.kind] = o
+        return [(t, d["logits"], d["probs"]) for t, d in by_task.items()]
+
+
+@dataclass
+class RuntimeStats:
+    """Counters of the cache and the builds (read by /metrics and the tests)."""
+
+    hits: int = 0
+    misses: int = 0
+    shared: int = 0  # requests that waited for another request's build
+    compositions: int = 0  # graphs composed from parts
+    loads: int = 0  # graphs loaded from the artifact store instead
+    rebuilds: int = 0  # stored graphs refused (corrupt or missing) and composed again
+    evictions: int = 0
+    batches: int = 0
+    batch_rows: dict[int, int] = field(default_factory=dict)  # batch size -> count
+
+
+def parse_pins(spec: str) -> list[tuple[str, list[str] | None]]:
+    """``KF_PIN``: ``ref[=task,task];ref...``; no ``=tasks`` pins the assembly of all tasks."""
+    pins: list[tuple[str, list[str] | None]] = []
+    for item in filter(None, (s.strip() for s in spec.split(";"))):
+        ref, _, tasks = item.partition("=")
+        names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        pins.append((ref.strip(), names))
+    return pins
+
+
+class Runtime:
+    """Owns the provider, the executors, the parts on disk and the assembly cache of one server process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        store: ArtifactStore,
+        *,
+        provider: Provider | None = None,
+    ) -> None:
+        self.settings = settings
+        self._factory = factory
+        self._store = store
+        self.provider = provider or choose_provider(settings.device)
+        self.threads = settings.infer_threads
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
+        self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
+        self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
+        self._parts_lock = threading.Lock()
+        self._cache: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self._inflight: dict[CacheKey, asyncio.Task[Entry]] = {}
+        self._pinned: set[CacheKey] = set()
+        self._resolved: dict[str, tuple[float, FactorSetInfo]] = {}
+        self.cache_bytes = 0
+        self.stats = RuntimeStats()
+        self.pins_ready = not parse_pins(settings.pin)
+
+    # ----------------------------------------------------------------- factor sets
+    async def resolve(self, ref: str) -> FactorSetInfo:
+        """A factor set by id, by ``name`` (its latest version) or by ``name:version``."""
+        now = time.monotonic()
+        hit = self._resolved.get(ref)
+        if hit is not None and (hit[0] == float("inf") or now - hit[0] < _RESOLVE_TTL_S):
+            return hit[1]
+        info = await asyncio.get_running_loop().run_in_executor(self._build_pool, self._resolve_sync, ref)
+        immutable = _is_uuid(ref) or ":" in ref
+        self._resolved[ref] = (float("inf") if immutable else now, info)
+        if len(self._resolved) > 4096:
+            self._resolved.clear()
+        return info
+
+    def _resolve_sync(self, ref: str) -> FactorSetInfo:
+        with self._factory() as session:
+            fs = catalog.resolve_factor_set(session=session, ref=ref)
+            versions = catalog.factor_set_versions(session=session, name=fs.name)
+            return FactorSetInfo(
+                id=fs.id,
+                name=fs.name,
+                version=fs.version,
+                versions=versions,
+                tasks=[
+                    TaskInfo(f.task, f.output, list(f.classes), [str(c) for c in f.class_names]) for f in fs.factors
+                ],
+                input_spec=dict(fs.input_spec),
+                manifest_sha256=fs.manifest_artifact.sha256,
+                manifest_size=fs.manifest_artifact.size_bytes,
+            )
+
+    # ----------------------------------------------------------------- assemblies
+    async def assembly(
+        self, ref: str | FactorSetInfo, tasks: Sequence[str] | None = None, *, combined: bool = False
+    ) -> tuple[Entry, str]:
+        """The ready entry for a task subset, and how it was found: ``hit``, ``miss`` (built) or ``shared``."""
+        fs = ref if isinstance(ref, FactorSetInfo) else await self.resolve(ref)
+        names = fs.canonical_tasks(tasks)
+        key: CacheKey = (fs.id, names, combined, self.provider.name)
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
+            self.stats.hits += 1
+            return entry, "hit"
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self.stats.shared += 1
+            return await asyncio.shield(pending), "shared"
+        self.stats.misses += 1
+        # A task of its own, so a client that disconnects does not cancel a build others are waiting for.
+        task = asyncio.create_task(self._build_and_insert(key, fs, names, combined))
+        self._inflight[key] = task
+        return await asyncio.shield(task), "miss"
+
+    async def _build_and_insert(
+        self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool
+    ) -> Entry:
+        loop = asyncio.get_running_loop()
+        try:
+            entry = await loop.run_in_executor(self._build_pool, self._build, key, fs, names, combined)
+        finally:
+            del self._inflight[key]
+        entry.batcher = MicroBatcher(
+            entry.run,
+            max_batch=self.settings.max_batch,
+            wait_s=self.settings.batch_wait_ms / 1000,
+            executor=self._infer_pool,
+            on_batch=self._count_batch,
+        )
+        self._insert(entry)
+        return entry
+
+    async def infer(self, entry: Entry, x: np.ndarray) -> list[np.ndarray]:
+        """The entry's outputs (in ``entry.outputs`` order) for a validated batch, micro-batched."""
+        assert entry.batcher is not None
+        return await entry.batcher.submit(x)
+
+    def check_batch(self, x: np.ndarray, entry: Entry) -> np.ndarray:
+        """``x`` as float32 if it fits the entry's input and ``KF_MAX_BATCH``, else a clear error."""
+        from kf_core.predict import check_batch
+
+        x = check_batch(x, entry.input_shape)
+        if len(x) > self.settings.max_batch:
+            raise InvalidInputError(
+                f"the batch holds {len(x)} samples, over the limit of {self.settings.max_batch} (KF_MAX_BATCH); "
+                "split it into several requests"
+            )
+        return x
+
+    async def warm_pins(self) -> None:
+        """Build and pin every ``KF_PIN`` assembly; readiness waits for this."""
+        for ref, tasks in parse_pins(self.settings.pin):
+            try:
+                entry, _ = await self.assembly(ref, tasks)
+            except Exception:
+                log.exception("pinned assembly %s=%s failed to build; the server stays not ready", ref, tasks)
+                return
+            self._pinned.add(entry.key)
+        self.pins_ready = True
+
+    def entries(self) -> list[Entry]:
+        return list(self._cache.values())
+
+    def close(self) -> None:
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._build_pool.shutdown(wait=False, cancel_futures=True)
+        self._cache.clear()
+
+    def _count_batch(self, _requests: int, rows: int) -> None:
+        self.stats.batches += 1
+        self.stats.batch_rows[rows] = self.stats.batch_rows.get(rows, 0) + 1
+
+    def _insert(self, entry: Entry) -> None:
+        self._cache[entry.key] = entry
+        self.cache_bytes += entry.size_bytes
+        budget = self.settings.cache_bytes
+        for key in list(self._cache):
+            if self.cache_bytes <= budget:
+                break
+            if key == entry.key or key in self._pinned:
+                continue
+            evicted = self._cache.pop(key)
+            self.cache_bytes -= evicted.size_bytes
+            self.stats.evictions += 1
+            log.info(
+                "assembly cache: evicted %s %s (%d bytes)", evicted.factor_set.name, evicted.tasks, evicted.size_bytes
+            )
+
+    # ----------------------------------------------------------------- building (worker threads)
+    def _build(self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool) -> Entry:
+        started = time.perf_counter()
+        tasks_key = ",".join(sorted(names))
+        with self._factory() as session:
+            row = session.scalar(
+                select(Assembly).where(
+                    Assembly.factor_set_id == fs.id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
+                )
+            )
+            stored = (row.id, row.graph_artifact.sha256, row.graph_artifact.size_bytes) if row is not None else None
+        session_obj: Any = None
+        source = "stored"
+        if stored is not None:
+            try:
+                data = self._store.read_bytes(stored[1], size=stored[2])
+                session_obj = _ort.create_session(
+                    data, providers=self.provider.providers, options=_ort.session_options(self.threads)
+                )
+                assembly_id, sha, size = stored
+                self.stats.loads += 1
+            except ArtifactError as exc:
+                log.warning("stored graph of assembly %s refused (%s); rebuilding it from the parts", stored[0], exc)
+                self.stats.rebuilds += 1
+        if session_obj is None:
+            source = "composed"
+            parts = self._parts(fs)
+            data = assemble_bytes(parts, list(names), combined=combined)
+            put = self._store.put_bytes(data)
+            self.stats.compositions += 1
+            assembly_id = self._record(fs, names, tasks_key, combined, put)
+            sha, size = put.sha256, put.size
+            if self.provider.name == CPU:
+                session_obj = assemble_session(parts, list(names), combined=combined, threads=self.threads)
+            else:
+                session_obj = _ort.create_session(
+                    data, providers=self.provider.providers, options=_ort.session_options(self.threads)
+                )
+        entry = _entry(key, assembly_id, fs, names, combined, sha, size, source, session_obj)
+        # Warm-up: the first run allocates ORT's buffers and (on CUDA) initialises kernels; no client pays for it.
+        entry.run(np.zeros((1, *(d or 1 for d in entry.input_shape[1:])), dtype=np.float32))
+        entry.build_ms = 1000 * (time.perf_counter() - started)
+        return entry
+
+    def _record(self, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool, put: Any) -> uuid.UUID:
+        with session_scope(self._factory) as session:
+            artifact = catalog.record_artifact(session=session, stored=put, media_type=ONNX)
+            row = Assembly(
+                factor_set_id=fs.id, tasks=list(names), tasks_key=tasks_key, combined=combined, graph_artifact=artifact
+            )
+            try:
+                with session.begin_nested():  # another replica may record the same assembly at the same moment
+                    session.add(row)
+            except IntegrityError:
+                found = session.scalar(
+                    select(Assembly.id).where(
+                        Assembly.factor_set_id == fs.id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
+                    )
+                )
+                assert found is not None
+                return found
+            return row.id
+
+    def _parts(self, fs: FactorSetInfo) -> FactorParts:
+        """The factor set's parts, copied out of the artifact store (verified) into the work dir once."""
+        directory = self._parts_dir / fs.manifest_sha256
+        with self._parts_lock:
+            try:
+                return load_parts(directory)
+            except ModelFileError:
+                pass  # not copied yet, or damaged on disk: copy (again) from the verified store
+            manifest_bytes = self._store.read_bytes(fs.manifest_sha256, size=fs.manifest_size)
+            manifest = json.loads(manifest_bytes)
+            entries = [manifest["ckn"], *manifest["tasks"].values()]
+            for e in entries:
+                if not _SAFE_FILE.match(str(e["file"])):
+                    raise ModelFileError(f"factor set {fs.name}:{fs.version} names a part file {e['file']!r}; refused")
+            directory.mkdir(parents=True, exist_ok=True)
+            for e in entries:
+                self._store.copy_to(str(e["sha256"]), directory / str(e["file"]))
+            (directory / "manifest.json").write_bytes(manifest_bytes)
+            return load_parts(directory)
+
+
+def _entry(
+    key: CacheKey,
+    assembly_id: uuid.UUID,
+    fs: FactorSetInfo,
+    names: tuple[str, ...],
+    combined: bool,
+    sha: str,
+    size: int,
+    source: str,
+    session: Any,
+) -> Entry:
+    desc = json.loads(session.get_modelmeta().custom_metadata_map["kf_assembly"])
+    outputs: list[OutputInfo] = []
+    heads = [(t["name"], t["logits"], t["probs"], t["class_names"]) for t in desc["tasks"]]
+    if desc.get("combined"):
+        c = desc["combined"]
+        heads.append(("combined", c["logits"], c["probs"], c["class_names"]))
+    for task, logits, probs, class_names in heads:
+        labels = [str(n) for n in class_names]
+        outputs += [OutputInfo(logits, task, "logits", labels), OutputInfo(probs, task, "probs", labels)]
+    graph_input = session.get_inputs()[0]
+    shape: list[int | None] = [None, *(int(d) for d in desc["input"]["shape"][1:])]
+    return Entry(
+        key=key,
+        assembly_id=assembly_id,
+        factor_set=fs,
+        tasks=names,
+        combined=combined,
+        graph_sha256=sha,
+        size_bytes=size,
+        source=source,
+        session=session,
+        input_name=graph_input.name,
+        input_shape=shape,
+        outputs=outputs,
+    )
+
+
+def _is_uuid(ref: str) -> bool:
+    try:
+        uuid.UUID(ref)
+    except ValueError:
+        return False
+    return True
+
+
+def factor_set_ref(fs: FactorSet) -> str:
+    return f"{fs.name}:{fs.version}"

@@ -1,0 +1,98 @@
+"""The micro-batcher: concurrent requests share runs, each gets exactly its own rows, errors reach everyone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.batching import MicroBatcher
+
+
+class Recorder:
+    """A model stand-in that records the batch sizes it ran: y = 2x and the row sums."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.sizes: list[int] = []
+        self.gate = gate
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.sizes.append(len(x))
+        return [2 * x, x.reshape(len(x), -1).sum(axis=1)]
+
+
+def _run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_a_lone_request_runs_alone_and_gets_its_outputs() -> None:
+    rec = Recorder()
+
+    async def main() -> list[np.ndarray]:
+        with ThreadPoolExecutor(1) as pool:
+            b = MicroBatcher(rec, max_batch=8, wait_s=0.05, executor=pool)
+            return await b.submit(np.ones((2, 3), np.float32))
+
+    out = _run(main())
+    assert isinstance(out, list)
+    np.testing.assert_array_equal(out[0], 2 * np.ones((2, 3)))
+    np.testing.assert_array_equal(out[1], [3.0, 3.0])
+    assert rec.sizes == [2]
+
+
+def test_requests_queued_while_a_batch_runs_form_the_next_batch_and_are_split_back() -> None:
+    gate = threading.Event()
+    rec = Recorder(gate)
+
+    async def main() -> list[list[np.ndarray]]:
+        with ThreadPoolExecutor(1) as pool:
+            b = MicroBatcher(rec, max_batch=8, wait_s=0.0, executor=pool)
+            first = asyncio.create_task(b.submit(np.full((1, 2), -1.0, np.float32)))
+            await asyncio.sleep(0.05)  # the first batch is running (held by the gate)
+            rest = [asyncio.create_task(b.submit(np.full((i % 3 + 1, 2), i, np.float32))) for i in range(6)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            return [await first, *[await r for r in rest]]
+
+    results = _run(main())
+    assert isinstance(results, list)
+    assert rec.sizes[0] == 1
+    assert sum(rec.sizes) == 1 + sum(i % 3 + 1 for i in range(6))
+    assert len(rec.sizes) < 7 and max(rec.sizes) <= 8  # batched, never over max_batch
+    for i, out in enumerate(results[1:]):
+        np.testing.assert_array_equal(out[0], np.full((i % 3 + 1, 2), 2 * i))
+        np.testing.assert_array_equal(out[1], np.full(i % 3 + 1, 2 * i))
+
+
+def test_a_failing_run_fails_every_request_of_its_batch_and_the_batcher_goes_on() -> None:
+    calls = {"n": 0}
+
+    def flaky(x: np.ndarray) -> list[np.ndarray]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return [x]
+
+    async def main() -> tuple[list[object], list[np.ndarray]]:
+        with ThreadPoolExecutor(1) as pool:
+            b = MicroBatcher(flaky, max_batch=4, wait_s=0.0, executor=pool)
+            got = await asyncio.gather(*(b.submit(np.zeros((1, 1))) for _ in range(3)), return_exceptions=True)
+            return got, await b.submit(np.ones((1, 1)))
+
+    failed, ok = _run(main())  # type: ignore[misc]
+    assert any(isinstance(e, RuntimeError) for e in failed)
+    np.testing.assert_array_equal(ok[0], np.ones((1, 1)))
+
+
+def test_a_request_over_max_batch_is_refused() -> None:
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            await MicroBatcher(Recorder(), max_batch=2, wait_s=0, executor=pool).submit(np.zeros((3, 1)))
+
+    with pytest.raises(ValueError, match="max_batch=2"):
+        _run(main())

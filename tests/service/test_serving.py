@@ -1,0 +1,393 @@
+"""Serving over HTTP: /v1/assemblies, /v1/predict and the Open Inference Protocol v2, on SQLite and PostgreSQL.
+
+The factor set is a real small factorization (tests/service/serving.py); predictions are compared with the torch
+factor networks themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from service.models import Assembly
+from tests.conftest import open_client
+from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return train_small_factor_set(tmp_path_factory.mktemp("factorized"))
+
+
+@pytest.fixture
+def factory(migrated: Any) -> Iterator[Any]:
+    from service.db import make_engine, make_sessionmaker
+
+    engine = make_engine(migrated)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def registered(trained: Trained, session: Any, job: Any, factory: Any, store: Any) -> Any:
+    return register(trained, session=session, job=job, factory=factory, store=store)
+
+
+@pytest.fixture
+def api(registered: Any, migrated: Any) -> Iterator[Any]:  # noqa: ARG001 (the factor set must exist first)
+    with open_client(migrated, run_jobs=False) as c:
+        yield c
+
+
+def _predict(api: Any, x: np.ndarray, tasks: list[str] | None, **extra: Any) -> Any:
+    body: dict[str, Any] = {"factor_set": "fs", "inputs": x.tolist(), "logits": True, **extra}
+    if tasks is not None:
+        body["tasks"] = tasks
+    return api.post("/v1/predict", json=body)
+
+
+def _infer(api: Any, x: np.ndarray, outputs: list[str] | None = None, model: str = "fs", **extra: Any) -> Any:
+    body: dict[str, Any] = {
+        "id": "req-1",
+        "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+        **extra,
+    }
+    if outputs is not None:
+        body["outputs"] = [{"name": n} for n in outputs]
+    return api.post(f"/v2/models/{model}/infer", json=body)
+
+
+# ------------------------------------------------------------------------------------------------ acceptance 1
+def test_every_task_subset_predicts_exactly_what_the_factor_networks_compute(api: Any, trained: Trained) -> None:
+    want = trained.logits()
+    for subset in subsets():
+        r = _predict(api, trained.x, list(subset))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["tasks"] == list(subset)
+        assert set(body["predictions"]) == set(subset)
+        for task in subset:
+            got = body["predictions"][task]
+            logits = np.asarray(got["logits"])
+            assert np.abs(logits - want[task]).max() <= TOL, (subset, task)
+            assert got["labels"] == want[task].argmax(axis=1).tolist()
+            p = np.asarray(got["probabilities"])
+            np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+            assert got["labels"] == p.argmax(axis=1).tolist()
+        v2 = _infer(api, trained.x, [f"logits_{t}" for t in subset])
+        assert v2.status_code == 200, v2.text
+        outputs = {o["name"]: o for o in v2.json()["outputs"]}
+        for task in subset:
+            o = outputs[f"logits_{task}"]
+            assert o["datatype"] == "FP32" and o["shape"] == list(want[task].shape)
+            assert np.abs(np.asarray(o["data"]).reshape(o["shape"]) - want[task]).max() <= TOL, (subset, task)
+    assert api.app.state.runtime.stats.compositions == 31
+
+
+def test_v2_infer_without_outputs_returns_every_task_and_echoes_the_id(api: Any, trained: Trained) -> None:
+    r = _infer(api, trained.x)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("fs", "1", "req-1")
+    names = [o["name"] for o in body["outputs"]]
+    assert names == [f"{k}_{t}" for t in TASKS for k in ("logits", "probs", "label")]
+    want = trained.logits()
+    labels = {o["name"]: o for o in body["outputs"] if o["name"].startswith("label_")}
+    for t in TASKS:
+        assert labels[f"label_{t}"]["datatype"] == "INT64"
+        assert labels[f"label_{t}"]["data"] == want[t].argmax(axis=1).tolist()
+
+
+def test_base64_npy_inputs_equal_nested_lists(api: Any, trained: Trained) -> None:
+    buf = io.BytesIO()
+    np.save(buf, trained.x)
+    as_npy = api.post(
+        "/v1/predict",
+        json={"factor_set": "fs:1", "inputs": base64.b64encode(buf.getvalue()).decode(), "logits": True},
+    )
+    as_lists = _predict(api, trained.x, None)
+    assert as_npy.status_code == as_lists.status_code == 200
+    assert as_npy.json()["predictions"] == as_lists.json()["predictions"]
+    assert as_npy.json()["tasks"] == list(TASKS)  # no tasks: all of them
+
+
+def test_factor_set_is_addressed_by_id_name_and_name_version(api: Any, registered: Any) -> None:
+    for ref in (str(registered.id), "fs", "fs:1"):
+        r = api.post("/v1/assemblies", json={"factor_set": ref, "tasks": ["scale", "shape"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["factor_set"] == {"id": str(registered.id), "name": "fs", "version": 1}
+        assert r.json()["tasks"] == ["shape", "scale"]  # the factor set's order
+    assert api.post("/v1/assemblies", json={"factor_set": "fs:2", "tasks": ["shape"]}).status_code == 404
+
+
+# ------------------------------------------------------------------------------------------------ assemblies
+def test_assembly_reports_its_spec_and_its_graph_downloads_verified(api: Any, trained: Trained) -> None:
+    r = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_x", "shape"]})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert (a["cache"], a["source"], a["provider"]) == ("miss", "composed", "CPUExecutionProvider")
+    assert a["input"] == {"name": "x", "datatype": "FP32", "shape": [-1, 1, 64, 64]}
+    assert [(o["name"], o["shape"]) for o in a["outputs"]] == [
+        ("logits_shape", [-1, 3]),
+        ("probs_shape", [-1, 3]),
+        ("logits_pos_x", [-1, 32]),
+        ("probs_pos_x", [-1, 32]),
+    ]
+    assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["shape", "pos_x"]}).json()["cache"] == "hit"
+    assert api.get(f"/v1/assemblies/{a['id']}").json()["graph_sha256"] == a["graph_sha256"]
+
+    graph = api.get(a["onnx_url"])
+    assert graph.status_code == 200
+    assert hashlib.sha256(graph.content).hexdigest() == a["graph_sha256"] == graph.headers["x-content-sha256"]
+    from kf_core._ort import create_session
+
+    out = create_session(graph.content).run(["logits_shape", "logits_pos_x"], {"x": trained.x})
+    want = trained.logits()
+    assert np.abs(out[0] - want["shape"]).max() <= TOL and np.abs(out[1] - want["pos_x"]).max() <= TOL
+
+
+def test_unknown_assembly_is_404(api: Any) -> None:
+    r = api.get("/v1/assemblies/00000000-0000-0000-0000-000000000000")
+    assert r.status_code == 404 and "assembly" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------------ acceptance 2
+def test_fifty_concurrent_requests_for_a_new_subset_compose_it_once(api: Any, session: Any) -> None:
+    barrier = threading.Barrier(50)
+
+    def request(_: int) -> Any:
+        barrier.wait()
+        return api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["orientation", "pos_y", "scale"]})
+
+    with ThreadPoolExecutor(50) as pool:
+        responses = list(pool.map(request, range(50)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    states = [r.json()["cache"] for r in responses]
+    assert states.count("miss") == 1, states
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert api.app.state.runtime.stats.compositions == 1
+    assert session.scalar(select(func.count()).select_from(Assembly)) == 1
+    metrics = api.get("/metrics").text
+    assert "kf_assembly_compositions_total 1.0" in metrics
+
+
+def test_concurrent_predictions_share_batches_and_each_gets_its_own_rows(api: Any, trained: Trained) -> None:
+    want = trained.logits()
+    assert _predict(api, trained.x[:1], ["shape"]).status_code == 200  # built and cached
+    barrier = threading.Barrier(16)
+
+    def request(i: int) -> tuple[int, Any]:
+        barrier.wait()
+        return i, _predict(api, trained.x[i % 8 : i % 8 + 1], ["shape"])
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(request, range(16)))
+    for i, r in results:
+        assert r.status_code == 200, r.text
+        assert np.abs(np.asarray(r.json()["predictions"]["shape"]["logits"]) - want["shape"][i % 8]).max() <= TOL
+    stats = api.app.state.runtime.stats
+    assert sum(stats.batch_rows.values()) < 17  # 17 requests, fewer session runs: some were batched together
+
+
+# ------------------------------------------------------------------------------------------------ cache and storage
+def test_a_restarted_server_loads_the_stored_graph_instead_of_composing(
+    api: Any, migrated: Any, trained: Trained
+) -> None:
+    first = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).json()
+    with open_client(migrated, run_jobs=False) as fresh:  # a second replica / a restart: same catalog and store
+        again = fresh.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).json()
+        assert (again["cache"], again["source"], again["id"]) == ("miss", "stored", first["id"])
+        assert (fresh.app.state.runtime.stats.compositions, fresh.app.state.runtime.stats.loads) == (0, 1)
+        r = _predict(fresh, trained.x, ["scale"])
+        assert np.abs(np.asarray(r.json()["predictions"]["scale"]["logits"]) - trained.logits()["scale"]).max() <= TOL
+
+
+def test_a_corrupted_stored_graph_is_refused_and_rebuilt_from_the_parts(
+    api: Any, migrated: Any, store: Any, trained: Trained
+) -> None:
+    first = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_x"]}).json()
+    path = store.path_for(first["graph_sha256"])
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert api.get(first["onnx_url"]).status_code == 500  # never served as is
+    with open_client(migrated, run_jobs=False) as fresh:
+        r = _predict(fresh, trained.x, ["pos_x"])
+        assert r.status_code == 200, r.text
+        assert np.abs(np.asarray(r.json()["predictions"]["pos_x"]["logits"]) - trained.logits()["pos_x"]).max() <= TOL
+        stats = fresh.app.state.runtime.stats
+        assert (stats.rebuilds, stats.compositions, stats.loads) == (1, 1, 0)
+    store.verify(first["graph_sha256"])  # the good bytes replaced the damaged file
+    assert api.get(first["onnx_url"]).status_code == 200
+
+
+@pytest.mark.usefixtures("registered")
+def test_the_cache_evicts_least_recently_used_assemblies_within_its_budget(migrated: Any) -> None:
+    with open_client(migrated, run_jobs=False) as probe:
+        one = probe.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["shape"]}).json()["size_bytes"]
+    settings = migrated.model_copy(update={"cache_bytes": int(one * 2.5)})
+    with open_client(settings, run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        for task in ("shape", "scale", "orientation"):
+            assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": [task]}).status_code == 200
+        assert runtime.stats.evictions >= 1
+        assert runtime.cache_bytes <= settings.cache_bytes
+        cached = [e.tasks for e in runtime.entries()]
+        assert ("shape",) not in cached and ("orientation",) in cached  # the oldest went first
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["shape"]}).json()["cache"] == "miss"
+        assert "kf_assembly_cache_evictions_total" in api.get("/metrics").text
+
+
+@pytest.mark.usefixtures("registered")
+def test_pinned_assemblies_are_warm_before_the_server_is_ready(migrated: Any) -> None:
+    settings = migrated.model_copy(update={"pin": "fs=shape,scale;fs:1"})
+    with open_client(settings, run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        deadline = 100
+        while api.get("/v2/health/ready").status_code != 200 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert api.get("/v2/health/ready").json() == {"ready": True}
+        assert sorted(e.tasks for e in runtime.entries()) == [("shape", "scale"), TASKS]
+        assert (
+            api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale", "shape"]}).json()["cache"] == "hit"
+        )
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_pin_that_cannot_be_built_keeps_the_server_not_ready(migrated: Any) -> None:
+    settings = migrated.model_copy(update={"pin": "no-such-set"})
+    with open_client(settings, run_jobs=False) as api:
+        threading.Event().wait(0.3)
+        r = api.get("/v2/health/ready")
+        assert (r.status_code, r.json()) == (503, {"ready": False})
+        assert api.get("/v2/health/live").json() == {"live": True}
+
+
+# ------------------------------------------------------------------------------------------------ v2 metadata
+def test_v2_server_and_model_metadata(api: Any) -> None:
+    assert api.get("/v2").json()["name"] == "kf-service"
+    assert api.get("/v2/health/live").json() == {"live": True}
+    assert api.get("/v2/health/ready").json() == {"ready": True}
+    meta = api.get("/v2/models/fs").json()
+    assert (meta["name"], meta["versions"], meta["platform"]) == ("fs", ["1"], "onnxruntime_onnx")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 1, 64, 64]}]
+    assert {"name": "probs_pos_y", "datatype": "FP32", "shape": [-1, 32]} in meta["outputs"]
+    assert {"name": "label_shape", "datatype": "INT64", "shape": [-1]} in meta["outputs"]
+    assert len(meta["outputs"]) == 15
+    assert api.get("/v2/models/fs/versions/1").json()["outputs"] == meta["outputs"]
+    assert api.get("/v2/models/fs/ready").json() == {"name": "fs", "ready": True}
+    assert api.get("/v2/models/fs/versions/1/ready").json() == {"name": "fs", "ready": True}
+    assert api.get("/v2/models/fs/versions/7/ready").status_code == 404
+
+
+# ------------------------------------------------------------------------------------------------ acceptance 4
+def _v1_error(r: Any, status: int, *words: str) -> None:
+    assert r.status_code == status, r.text
+    text = r.text.lower()
+    assert all(w.lower() in text for w in words), (words, r.text)
+
+
+def _v2_error(r: Any, status: int, *words: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert list(body) == ["error"], body  # the protocol's error shape
+    assert all(w.lower() in body["error"].lower() for w in words), (words, body)
+
+
+def test_bad_v1_requests_are_4xx_naming_the_problem(api: Any, trained: Trained) -> None:
+    x = trained.x[:2]
+    _v1_error(_predict(api, x[:, :, :32], ["shape"]), 422, "shape", "(N, 1, 64, 64)")
+    _v1_error(_predict(api, x[0], ["shape"]), 422, "shape")
+    _v1_error(api.post("/v1/predict", json={"factor_set": "fs", "inputs": [["a"]]}), 422, "numbers")
+    _v1_error(api.post("/v1/predict", json={"factor_set": "fs", "inputs": [[1, 2], [3]]}), 422, "rectangular")
+    nan = x.copy()
+    nan[0, 0, 0, 0] = np.nan
+    body = '{"factor_set": "fs", "inputs": ' + str(nan.tolist()).replace("nan", "NaN") + "}"
+    _v1_error(api.post("/v1/predict", content=body, headers={"content-type": "application/json"}), 422, "NaN")
+    _v1_error(_predict(api, x, ["colour"]), 422, "colour", "shape")
+    _v1_error(_predict(api, x, []), 422, "at least one")
+    _v1_error(_predict(api, x, ["shape", "shape"]), 422, "twice")
+    _v1_error(api.post("/v1/predict", json={"factor_set": "nope", "inputs": x.tolist()}), 404, "nope")
+    _v1_error(api.post("/v1/predict", json={"factor_set": "fs", "inputs": []}), 422, "shape")
+    _v1_error(_predict(api, np.zeros((0, 1, 64, 64), np.float32), None), 422, "shape")
+    _v1_error(_predict(api, np.zeros((65, 1, 64, 64), np.float32), ["shape"]), 422, "65", "KF_MAX_BATCH")
+    _v1_error(api.post("/v1/predict", json={"factor_set": "fs", "inputs": "not base64!"}), 422, "base64")
+    _v1_error(
+        api.post("/v1/predict", json={"factor_set": "fs", "inputs": base64.b64encode(b"xx").decode()}), 422, "npy"
+    )
+    bad = api.post(
+        "/v1/predict", content=b'{"factor_set": "fs", "inputs": [', headers={"content-type": "application/json"}
+    )
+    _v1_error(bad, 422, "json")
+    _v1_error(api.post("/v1/predict", json={"factor_set": "fs", "inputs": [], "typo": 1}), 422, "typo")
+    _v1_error(
+        api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["shape", "scale"], "combined": True}),
+        422,
+        "one teacher output",
+    )
+
+
+def test_bad_v2_requests_are_400_in_the_protocols_error_format(api: Any, trained: Trained) -> None:
+    x = trained.x[:2]
+    tensor = {"name": "x", "shape": [2, 1, 64, 64], "datatype": "FP32", "data": x.ravel().tolist()}
+
+    def infer(**changes: Any) -> Any:
+        return api.post("/v2/models/fs/infer", json={"inputs": [tensor | changes]})
+
+    _v2_error(infer(shape=[2, 1, 32, 64]), 400, "shape", "[-1, 1, 64, 64]")
+    _v2_error(infer(shape=[3, 1, 64, 64]), 400, "12288", "8192")
+    _v2_error(infer(datatype="FP64"), 400, "datatype", "FP32")
+    _v2_error(infer(datatype="BYTES", data=["a"] * 8192), 400, "FP32")
+    _v2_error(infer(data=["a"] * 8192), 400, "numbers")
+    _v2_error(infer(name="image"), 400, "image", "'x'")
+    nan = tensor | {"data": [float("nan"), *tensor["data"][1:]]}
+    raw = str({"inputs": [nan]}).replace("'", '"').replace("nan", "NaN")
+    _v2_error(api.post("/v2/models/fs/infer", content=raw, headers={"content-type": "application/json"}), 400, "NaN")
+    _v2_error(_infer(api, x, ["logits_colour"]), 400, "logits_colour", "logits_shape")
+    _v2_error(_infer(api, x, ["probs_shape", "probs_shape"]), 400, "twice")
+    _v2_error(_infer(api, x, model="nope"), 404, "nope")
+    _v2_error(api.get("/v2/models/nope"), 404, "nope")
+    _v2_error(api.post("/v2/models/fs/infer", json={"inputs": []}), 400, "inputs")
+    _v2_error(infer(shape=[0, 1, 64, 64], data=[]), 400, "empty")
+    big = np.zeros((65, 1, 64, 64), np.float32)
+    _v2_error(_infer(api, big), 400, "65", "KF_MAX_BATCH")
+    malformed = api.post("/v2/models/fs/infer", content=b'{"inputs": [', headers={"content-type": "application/json"})
+    _v2_error(malformed, 400, "json")
+    _v2_error(api.post("/v2/models/fs/infer", json={"inputs": [tensor], "outputs": [{"nam": "x"}]}), 400, "name")
+
+
+# ------------------------------------------------------------------------------------------------ acceptance 5
+def test_auto_serves_on_the_cpu_and_says_so_in_metadata_and_metrics(api: Any) -> None:
+    from kf_core._ort import available_providers
+
+    if "CUDAExecutionProvider" in available_providers():
+        pytest.skip("this ONNX Runtime offers CUDA; tests/service/test_providers.py covers the fallback")
+    meta = api.get("/v2/models/fs").json()
+    assert meta["parameters"]["execution_provider"] == "CPUExecutionProvider"
+    assert meta["parameters"]["device"] == "cpu"
+    assert 'kf_execution_provider_info{device="cpu",provider="CPUExecutionProvider"} 1.0' in api.get("/metrics").text
+    assert api.get("/v1/health").json()["provider"] == "CPUExecutionProvider"
+
+
+def test_kf_device_cuda_refuses_to_start_without_cuda(migrated: Any) -> None:
+    from kf_core._ort import available_providers
+    from service.errors import DeviceUnavailableError
+
+    if "CUDAExecutionProvider" in available_providers():
+        pytest.skip("CUDA is offered here; the refusal is tested where it is not")
+    settings = migrated.model_copy(update={"device": "cuda"})
+    with pytest.raises(DeviceUnavailableError, match=r"KF_DEVICE=cuda.*kf-service\[gpu\]"), open_client(settings):
+        pass
