@@ -40,8 +40,11 @@ class StoredFile:
 class ArtifactWriter:
     """Streams bytes into a temp file while hashing them; :meth:`commit` moves the file into the store."""
 
-    def __init__(self, store: ArtifactStore, *, max_bytes: int | None = None, suffix: str = "") -> None:
+    def __init__(
+        self, store: ArtifactStore, *, max_bytes: int | None = None, suffix: str = "", durable: bool = True
+    ) -> None:
         self._store = store
+        self._durable = durable
         self._max = max_bytes
         self.path = store.tmp_dir / f"{uuid.uuid4().hex}.upload{suffix}"  # validators may read it before commit
         self._file = self.path.open("xb")
@@ -65,13 +68,14 @@ class ArtifactWriter:
         """Flush and close the temp file so it can be validated; call :meth:`commit` or :meth:`abort` after."""
         if not self._file.closed:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._durable:
+                os.fsync(self._file.fileno())
             self._file.close()
 
     def commit(self) -> StoredFile:
         self.finish()
         self._done = True
-        return self._store._adopt(self.path, self._hash.hexdigest(), self.size)
+        return self._store._adopt(self.path, self._hash.hexdigest(), self.size, durable=self._durable)
 
     def abort(self) -> None:
         """Discard the upload; a no-op after :meth:`commit`."""
@@ -107,11 +111,13 @@ class ArtifactStore:
     def path_for(self, sha256: str) -> Path:
         return self.root / self.relative_path(sha256)
 
-    def writer(self, *, max_bytes: int | None = None, suffix: str = "") -> ArtifactWriter:
-        return ArtifactWriter(self, max_bytes=max_bytes, suffix=suffix)
+    def writer(self, *, max_bytes: int | None = None, suffix: str = "", durable: bool = True) -> ArtifactWriter:
+        return ArtifactWriter(self, max_bytes=max_bytes, suffix=suffix, durable=durable)
 
-    def put_bytes(self, data: bytes) -> StoredFile:
-        with self.writer() as w:
+    def put_bytes(self, data: bytes, *, durable: bool = True) -> StoredFile:
+        """Store ``data``. ``durable=False`` skips the fsyncs: for derived files that can be rebuilt (assembled
+        graphs), whose loss in a power cut is caught by the hash check on read and repaired by rebuilding."""
+        with self.writer(durable=durable) as w:
             w.write(data)
             return w.commit()
 
@@ -174,7 +180,7 @@ class ArtifactStore:
                 "served. Restore it from a backup or re-create it (re-upload the file or re-run the job)"
             )
 
-    def _adopt(self, tmp: Path, sha256: str, size: int) -> StoredFile:
+    def _adopt(self, tmp: Path, sha256: str, size: int, *, durable: bool = True) -> StoredFile:
         final = self.path_for(sha256)
         try:
             if final.exists():
@@ -188,7 +194,8 @@ class ArtifactStore:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp.chmod(0o444)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            if durable:
+                _fsync_dir(final.parent)
         finally:
             tmp.unlink(missing_ok=True)
         return StoredFile(sha256, size, self.relative_path(sha256))

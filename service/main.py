@@ -26,7 +26,19 @@ from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker
 from service.metrics import make_registry
 from service.migrate import check_schema
-from service.routes import artifacts, assemblies, datasets, factor_sets, health, jobs, metrics, predict, teachers, v2
+from service.routes import (
+    artifacts,
+    assemblies,
+    body_schemas,
+    datasets,
+    factor_sets,
+    health,
+    jobs,
+    metrics,
+    predict,
+    teachers,
+    v2,
+)
 from service.runners import Runner, make_runner
 from service.runtime import Runtime
 
@@ -94,11 +106,13 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's document, less the 422 it adds to every route with parameters: /v2 answers those with 400."""
+    """FastAPI's document, plus the bodies routes parse themselves (``json_body``), less the 422 FastAPI adds to
+    every route with parameters: /v2 answers those with 400."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas())
         for path, ops in schema["paths"].items():
             if path == "/v2" or path.startswith("/v2/"):
                 for op in ops.values():

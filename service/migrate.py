@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from service.config import Settings
 from service.db import make_engine
@@ -21,6 +21,7 @@ from service.db import make_engine
 __all__ = ["alembic_config", "check_schema", "current_revision", "head_revision", "upgrade"]
 
 _ROOT = Path(__file__).resolve().parent.parent
+_MIGRATION_LOCK = 0x6B66_6D69  # "kfmi": PostgreSQL advisory lock held while migrating
 
 
 def alembic_config() -> Config:
@@ -46,6 +47,9 @@ def upgrade(settings: Settings, revision: str = "head") -> str:
     engine = make_engine(settings)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # API and worker containers migrate as they start: one at a time, the others then find head.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)

@@ -196,6 +196,7 @@ class Runtime:
         self.threads = settings.infer_threads
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
+        self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-store")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
         self._cache: OrderedDict[CacheKey, Entry] = OrderedDict()
@@ -312,6 +313,7 @@ class Runtime:
     def close(self) -> None:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._build_pool.shutdown(wait=False, cancel_futures=True)
+        self._store_pool.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
 
     def _count_batch(self, _requests: int, rows: int) -> None:
@@ -361,14 +363,15 @@ class Runtime:
         if session_obj is None:
             source = "composed"
             parts = self._parts(fs)
-            data = assemble_bytes(parts, list(names), combined=combined)
-            put = self._store.put_bytes(data)
-            self.stats.compositions += 1
-            assembly_id = self._record(fs, names, tasks_key, combined, put)
-            sha, size = put.sha256, put.size
+            # Storing (portable graph, artifact, catalog row) runs beside the session's creation: two cores, half
+            # the wait. The request returns once both are done, so the id it reports is always in the catalog.
+            stored_future = self._store_pool.submit(self._store_graph, parts, fs, names, tasks_key, combined)
             if self.provider.name == CPU:
                 session_obj = assemble_session(parts, list(names), combined=combined, threads=self.threads)
+                assembly_id, sha, size = stored_future.result()
             else:
+                assembly_id, sha, size = stored_future.result()
+                data = self._store.read_bytes(sha, size=size)
                 session_obj = _ort.create_session(
                     data, providers=self.provider.providers, options=_ort.session_options(self.threads)
                 )
@@ -377,6 +380,14 @@ class Runtime:
         entry.run(np.zeros((1, *(d or 1 for d in entry.input_shape[1:])), dtype=np.float32))
         entry.build_ms = 1000 * (time.perf_counter() - started)
         return entry
+
+    def _store_graph(
+        self, parts: FactorParts, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool
+    ) -> tuple[uuid.UUID, str, int]:
+        data = assemble_bytes(parts, list(names), combined=combined)
+        put = self._store.put_bytes(data, durable=False)  # derived: a lost or torn file is rebuilt on read
+        self.stats.compositions += 1
+        return self._record(fs, names, tasks_key, combined, put), put.sha256, put.size
 
     def _record(self, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool, put: Any) -> uuid.UUID:
         with session_scope(self._factory) as session:

@@ -5,11 +5,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.schemas import ErrorBody
 
-__all__ = ["documented"]
+__all__ = ["body_schemas", "documented", "json_body", "read_json"]
+
+_M = TypeVar("_M", bound=BaseModel)
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
 
 _WHY = {
     404: "The resource in the path does not exist.",
@@ -50,3 +57,31 @@ def multipart_body(spec_schema: str, file_help: str) -> dict[str, Any]:
             },
         }
     }
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body that the route parses itself with :func:`read_json`."""
+    _BODY_MODELS[model.__name__] = model
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def body_schemas() -> dict[str, Any]:
+    """Component schemas of the models registered with :func:`json_body` (merged into OpenAPI by the app)."""
+    out: dict[str, Any] = {}
+    for name, model in _BODY_MODELS.items():
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
+    return out
+
+
+async def read_json(request: Request, model: type[_M]) -> _M:
+    """The body parsed and validated in one pass by pydantic's JSON parser (about twice as fast as json.loads
+    followed by validation, which matters for prediction batches); errors are FastAPI's usual 422."""
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors, body=raw[:1000]) from None

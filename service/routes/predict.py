@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from service.deps import RuntimeDep
-from service.routes import documented
+from service.routes import documented, json_body, read_json
 from service.schemas import PredictRequest, PredictResponse
 from service.serving import decode_inputs, predictions_json
 
@@ -17,8 +17,10 @@ router = APIRouter(prefix="/v1", tags=["serving"])
     response_class=Response,
     summary="Predict with any subset of a factor set's tasks",
     responses={200: {"model": PredictResponse, "description": "Predictions per task."}, **documented(404, 422, 500)},
+    openapi_extra=json_body(PredictRequest),
 )
-async def predict(body: PredictRequest, runtime: RuntimeDep) -> Response:
+async def predict(request: Request, runtime: RuntimeDep) -> Response:
+    body = await read_json(request, PredictRequest)
     x = decode_inputs(body.inputs)
     entry, _ = await runtime.assembly(body.factor_set, body.tasks, combined=body.combined)
     x = runtime.check_batch(x, entry)

@@ -29,6 +29,7 @@ from service.oip import (
     model_metadata,
     requested_tasks,
 )
+from service.routes import json_body, read_json
 from service.runtime import FactorSetInfo, Runtime
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
@@ -100,8 +101,10 @@ async def model_version_ready(name: ModelName, version: Version, runtime: Runtim
     response_class=Response,
     summary="Inference; the requested outputs select the tasks to assemble",
     responses={200: {"model": InferResponse, "description": "Output tensors."}, **_ERRORS},
+    openapi_extra=json_body(InferRequest),
 )
-async def infer(name: ModelName, body: InferRequest, runtime: RuntimeDep) -> Response:
+async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Response:
+    body = await read_json(request, InferRequest)
     return await _infer(await runtime.resolve(name), body, runtime)
 
 
@@ -110,8 +113,10 @@ async def infer(name: ModelName, body: InferRequest, runtime: RuntimeDep) -> Res
     response_class=Response,
     summary="Inference on one version",
     responses={200: {"model": InferResponse, "description": "Output tensors."}, **_ERRORS},
+    openapi_extra=json_body(InferRequest),
 )
-async def infer_version(name: ModelName, version: Version, body: InferRequest, runtime: RuntimeDep) -> Response:
+async def infer_version(name: ModelName, version: Version, request: Request, runtime: RuntimeDep) -> Response:
+    body = await read_json(request, InferRequest)
     return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, runtime)
 
 
