@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=64, ge=1)  # serving: largest micro-batch
     batch_wait_ms: float = Field(default=2.0, ge=0)  # serving: how long a micro-batch waits to fill
     infer_threads: int | None = Field(default=None, ge=1)  # serving: ORT intra-op threads (None: usable cores)
+    allow_anonymous: bool = False  # kf serve: accept listening beyond 127.0.0.1 while no API key exists
     pin: str = ""  # serving: assemblies built at start-up and never evicted, "ref[=task,task];ref..."
 
     max_upload_bytes: int = Field(default=512 << 20, ge=1)  # largest accepted upload (teacher file, npz dataset)

@@ -11,6 +11,8 @@ place (``_STATUS``), together with kf_core's errors.
     ├── ArtifactError             an artifact file is missing or does not match its sha256 (500)
     │   ├── ArtifactMissingError
     │   └── ArtifactCorruptError
+    ├── UnauthorizedError         no API key, or one that is unknown or revoked (401)
+    ├── ForbiddenError            a valid key whose scope does not allow the operation (403)
     ├── DeviceUnavailableError    KF_DEVICE=cuda but the CUDA provider does not load (refuses to start)
     └── LeaseLostError            a job run lost ownership of its job (another run took over, or it was cancelled)
 
@@ -25,12 +27,14 @@ __all__ = [
     "ArtifactMissingError",
     "ConflictError",
     "DeviceUnavailableError",
+    "ForbiddenError",
     "InvalidInputError",
     "LeaseLostError",
     "NotFoundError",
     "PayloadTooLargeError",
     "QueueUnavailableError",
     "ServiceError",
+    "UnauthorizedError",
     "UnsupportedMediaError",
 ]
 
@@ -85,3 +89,11 @@ class LeaseLostError(ServiceError):
 
 class DeviceUnavailableError(ServiceError):
     """The configured inference device cannot be used; raised at start-up, never per request."""
+
+
+class UnauthorizedError(ServiceError):
+    """The request has no valid API key."""
+
+
+class ForbiddenError(ServiceError):
+    """The request's API key may not do this."""

@@ -53,7 +53,7 @@ from service.progress import JobProgress, RunSignals
 from service.register import register_factor_set
 from service.teachers import SUFFIX, open_teacher
 
-__all__ = ["configure_logging", "run_job"]
+__all__ = ["run_job"]
 
 log = logging.getLogger("service.execute")
 
@@ -286,17 +286,13 @@ def _on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, handler)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("onnxscript", "onnx_ir"):  # the exporter's optimizer logs every pass at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m service.execute JOB_ID", file=sys.stderr)
         return 2
+    from service.logs import configure_logging
+
     configure_logging()
     status = run_job(args[0])
     return 0 if status in ("succeeded", "cancelled", "skipped", "queued", "lost") else 1

@@ -13,18 +13,21 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import errors
 from service.artifacts import ArtifactStore
+from service.auth import Authenticator, required_scope
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker
-from service.metrics import make_registry
+from service.metrics import register_collectors
+from service.middleware import HttpMetrics, RequestMiddleware
 from service.migrate import check_schema
 from service.routes import (
     artifacts,
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # Most specific class first: the first isinstance match wins.
 _STATUS: list[tuple[type[Exception], int]] = [
+    (errors.UnauthorizedError, 401),
+    (errors.ForbiddenError, 403),
     (errors.NotFoundError, 404),
     (errors.ConflictError, 409),
     (errors.PayloadTooLargeError, 413),
@@ -88,9 +93,14 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if _is_v2(request):  # the Open Inference Protocol's error shape; its bad requests are 400s
-        return JSONResponse(status_code=400 if status == 422 else status, content={"error": str(exc)})
-    return JSONResponse(status_code=status, content={"detail": str(exc), "error": type(exc).__name__})
+        return JSONResponse(status_code=400 if status == 422 else status, content={"error": str(exc)}, headers=headers)
+    return JSONResponse(status_code=status, content={"detail": str(exc), "error": type(exc).__name__}, headers=headers)
+
+
+async def _authorize(request: Request) -> None:
+    await request.app.state.auth.authorize(request)
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -105,6 +115,12 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=400, content=jsonable_encoder({"error": message}))
 
 
+_KEYS_DOC = (
+    "API key from `kf keys create --scope predict|admin`. Not needed while the catalog holds no key (the server "
+    "then listens on 127.0.0.1 only)."
+)
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, plus the bodies routes parse themselves (``json_body``), less the 422 FastAPI adds to
     every route with parameters: /v2 answers those with 400."""
@@ -112,11 +128,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(body_schemas())
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {}).update(body_schemas())
+        components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer", "description": _KEYS_DOC}}
         for path, ops in schema["paths"].items():
-            if path == "/v2" or path.startswith("/v2/"):
-                for op in ops.values():
+            v2 = path == "/v2" or path.startswith("/v2/")
+            error = {"$ref": "#/components/schemas/" + ("V2Error" if v2 else "ErrorBody")}
+            for method, op in ops.items():
+                if v2:
                     op["responses"].pop("422", None)
+                scope = required_scope(method, path)
+                if scope is None:
+                    continue
+                op["security"] = [{"apiKey": []}]
+                codes = {"401": "No valid API key (none sent, unknown or revoked) while keys exist."}
+                if scope == "admin":
+                    codes["403"] = "The API key's scope is predict; this operation needs an admin key."
+                for code, why in codes.items():
+                    op["responses"][code] = {"description": why, "content": {"application/json": {"schema": error}}}
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -133,8 +162,9 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         app.state.settings = settings
         app.state.sessionmaker = factory
         app.state.store = ArtifactStore(settings.artifact_dir)
+        app.state.auth = Authenticator(factory)
         app.state.runtime = Runtime(settings, factory, app.state.store)  # fails here if KF_DEVICE=cuda lacks CUDA
-        app.state.metrics = make_registry(app.state.runtime)
+        collectors = register_collectors(registry, app.state.runtime, factory, settings)
         app.state.runner = runner(settings, factory)
         app.state.runner.start()
         warm = asyncio.create_task(app.state.runtime.warm_pins())
@@ -142,6 +172,8 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
             yield
         finally:
             warm.cancel()
+            for c in collectors:
+                registry.unregister(c)
             app.state.runner.stop(terminate=True)
             app.state.runtime.close()
             engine.dispose()
@@ -151,7 +183,11 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         version="0.1.0",
         summary="Knowledge factorization as a service: factorize teachers into assemblable factor networks.",
         lifespan=lifespan,
+        dependencies=[Depends(_authorize)],
     )
+    registry = CollectorRegistry(auto_describe=False)
+    app.state.metrics = registry
+    app.add_middleware(RequestMiddleware, metrics=HttpMetrics(registry))
     app.add_exception_handler(errors.ServiceError, _handle)
     from kf_core.errors import KfError
 

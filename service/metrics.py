@@ -11,10 +11,14 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
+from service.config import Settings
+from service.models import Job, JobStatus
 from service.runtime import Runtime
 
-__all__ = ["BATCH_BUCKETS", "RuntimeCollector", "make_registry"]
+__all__ = ["BATCH_BUCKETS", "CatalogCollector", "RuntimeCollector", "register_collectors"]
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -60,7 +64,53 @@ class RuntimeCollector(Collector):
         )
 
 
-def make_registry(runtime: Runtime) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(RuntimeCollector(runtime))
-    return registry
+class CatalogCollector(Collector):
+    """Jobs by status and the queue depth (queued jobs per queue), read from the catalog at scrape time; with
+    RQ, also the length of each Redis queue (``kf_redis_up`` says whether Redis answered)."""
+
+    def __init__(self, factory: sessionmaker[Session], settings: Settings) -> None:
+        self._factory = factory
+        self._settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("kf_jobs", "Factorization jobs in the catalog by status", labels=["status"])
+        depth = GaugeMetricFamily("kf_queue_depth", "Jobs waiting to run, per queue", labels=["queue"])
+        with self._factory() as session:
+            rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+            counts = {str(status): int(n) for status, n in rows}
+            queued = session.execute(
+                select(Job.queue, func.count()).where(Job.status == JobStatus.queued).group_by(Job.queue)
+            ).all()
+            for queue, n in queued:
+                depth.add_metric([str(queue)], int(n))
+        for status in JobStatus:
+            jobs.add_metric([status.value], counts.get(status.value, 0))
+        yield jobs
+        yield depth
+        if self._settings.redis_url:
+            yield from self._redis()
+
+    def _redis(self) -> Iterator[Metric]:
+        import redis
+
+        up = GaugeMetricFamily("kf_redis_up", "1 if Redis answered this scrape")
+        lengths = GaugeMetricFamily("kf_rq_queue_length", "Jobs in each RQ queue", labels=["queue"])
+        try:
+            conn = redis.Redis.from_url(str(self._settings.redis_url), socket_connect_timeout=1, socket_timeout=1)
+            for queue in (self._settings.queue, "gpu"):
+                lengths.add_metric([queue], int(conn.llen(f"rq:queue:{queue}")))
+            up.add_metric([], 1)
+        except redis.RedisError:
+            up.add_metric([], 0)
+        yield up
+        yield lengths
+
+
+def register_collectors(
+    registry: CollectorRegistry, runtime: Runtime, factory: sessionmaker[Session], settings: Settings
+) -> list[Collector]:
+    """Add the runtime and catalog collectors (at start-up); returns them for unregistering at shutdown."""
+    collectors: list[Collector] = [RuntimeCollector(runtime), CatalogCollector(factory, settings)]
+    for c in collectors:
+        registry.register(c)
+    return collectors

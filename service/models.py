@@ -36,6 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from service.db import utcnow
 
 __all__ = [
+    "ApiKey",
     "Artifact",
     "Assembly",
     "Base",
@@ -269,3 +270,18 @@ class Assembly(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     graph_artifact: Mapped[Artifact] = relationship(lazy="joined")
+
+
+class ApiKey(Base):
+    """An API key: only its sha256 is stored; ``prefix`` (also part of the key) finds the row and names it in logs."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint("scope IN ('predict', 'admin')", name="scope"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(128))
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    key_sha256: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)

@@ -1,6 +1,7 @@
 """API client commands: ``kf teachers ...`` and ``kf jobs ...`` talk to a running KF API over HTTP.
 
-The API's address comes from ``--api`` or ``KF_API_URL`` (default ``http://127.0.0.1:8000``). Output is JSON for
+The API's address comes from ``--api`` or ``KF_API_URL`` (default ``http://127.0.0.1:8000``), its key (when the
+server has keys) from ``--api-key`` or ``KF_API_KEY``. Output is JSON for
 single objects (pipe it to ``jq``) and a short table for lists. An API error prints its message and exits 2.
 """
 
@@ -28,6 +29,7 @@ class ApiError(Exception):
 def _command(sub: Any, name: str, help: str, handler: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=help)
     p.add_argument("--api", default=os.environ.get("KF_API_URL", "http://127.0.0.1:8000"), help="the KF API's URL")
+    p.add_argument("--api-key", default=os.environ.get("KF_API_KEY"), help="API key (default: KF_API_KEY)")
     p.set_defaults(handler=handler)
     return p
 
@@ -76,7 +78,8 @@ def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
     import httpx
 
     try:
-        response = httpx.request(method, args.api.rstrip("/") + path, timeout=60, **kw)
+        headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+        response = httpx.request(method, args.api.rstrip("/") + path, timeout=60, headers=headers, **kw)
     except httpx.TransportError as e:
         raise ApiError(
             f"cannot reach the KF API at {args.api} ({e}); start it with `kf serve` or set KF_API_URL"

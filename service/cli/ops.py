@@ -1,8 +1,12 @@
-"""Service operations: ``kf serve``, ``kf worker``, ``kf db upgrade|current``. Settings come from ``KF_*``."""
+"""Service operations: ``kf serve``, ``kf worker``, ``kf keys``, ``kf db upgrade|current``. Settings: ``KF_*``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["add_ops_commands"]
@@ -23,6 +27,18 @@ def add_ops_commands(sub: Any) -> None:
     worker.add_argument("--max-jobs", type=int, help="exit after this many jobs")
     worker.set_defaults(handler=_cmd_worker)
 
+    keys = sub.add_parser("keys", help="API keys (stored hashed in the catalog)").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--scope", choices=["predict", "admin"], required=True, help="predict: predict and read")
+    create.add_argument("--name", default="", help="a label for humans (who or what uses the key)")
+    create.set_defaults(handler=_cmd_keys_create)
+    keys.add_parser("list", help="list keys (prefix, scope, state; never the key)").set_defaults(handler=_cmd_keys_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by its prefix (effective within 5 s)")
+    revoke.add_argument("prefix")
+    revoke.set_defaults(handler=_cmd_keys_revoke)
+
     db = sub.add_parser("db", help="catalog database").add_subparsers(dest="db_command", required=True)
     up = db.add_parser("upgrade", help="apply migrations (KF_DATABASE_URL) up to a revision")
     up.add_argument("revision", nargs="?", default="head")
@@ -40,6 +56,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()  # fail fast on bad KF_* values, before uvicorn starts
     if args.workers > 1 and not settings.redis_url:
         print("kf serve: note: with several workers and no KF_REDIS_URL, every worker runs inline jobs")
+    problem = _bind_problem(args.host, settings)
+    if problem is not None:
+        print(f"kf serve: error: {problem}", file=sys.stderr)
+        return 2
+    from service.providers import choose_provider
+
+    provider = choose_provider(settings.device)  # KF_DEVICE=cuda without CUDA: refuse here, with the reason
+    print(f"kf serve: predictions on {provider.name} ({provider.reason})")
+    from service.logs import configure_logging
+
+    configure_logging(level=getattr(logging, args.log_level.upper(), logging.INFO))
     uvicorn.run(
         "service.main:create_app",
         factory=True,
@@ -47,12 +74,93 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        log_config=None,  # keep our handlers: JSON lines when not on a terminal
+        access_log=False,  # service.middleware logs every request, with its id, route and duration
     )
     return 0
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _bind_problem(host: str, settings: Any) -> str | None:
+    """Why the server must not listen on ``host``: open access (no API keys) beyond this machine."""
+    from service.auth import has_active_keys
+    from service.db import make_engine, make_sessionmaker
+
+    engine = make_engine(settings)
+    try:
+        with make_sessionmaker(engine)() as session:
+            keys = has_active_keys(session=session)
+    except Exception as exc:  # an unmigrated or unreachable catalog: the app's own start-up check explains it
+        print(f"kf serve: note: could not read API keys ({type(exc).__name__}); the API will say why it cannot start")
+        return None
+    finally:
+        engine.dispose()
+    if keys:
+        return None
+    if host in _LOOPBACK:
+        print(f"kf serve: no API keys in the catalog: open access, listening on {host} only (kf keys create ...)")
+        return None
+    if settings.allow_anonymous:
+        print(f"kf serve: WARNING: no API keys and KF_ALLOW_ANONYMOUS=true: anyone who reaches {host} has full access")
+        return None
+    return (
+        f"no API keys exist, so listening on {host} would give anyone full access; create one with "
+        "`kf keys create --scope admin` (then send 'Authorization: Bearer <key>'), listen on 127.0.0.1, "
+        "or set KF_ALLOW_ANONYMOUS=true to accept open access"
+    )
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from service.auth import create_key
+
+    with _session() as session:
+        row, key = create_key(session=session, scope=args.scope, name=args.name)
+        session.commit()
+        print(f"created {row.scope} key {row.prefix} ({row.name}); it is shown once, store it now:")
+        print(key)
+    return 0
+
+
+def _cmd_keys_list(_args: argparse.Namespace) -> int:
+    from service.auth import list_keys
+
+    with _session() as session:
+        rows = list_keys(session=session)
+        for r in rows:
+            state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+            print(f"{r.prefix}  {r.scope:8s}  {state:24s}  {r.created_at:%Y-%m-%d %H:%M}  {r.name}")
+        if not rows:
+            print("no API keys: the API is open to anyone who can reach it (kf serve binds 127.0.0.1 only)")
+    return 0
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from service.auth import revoke_key
+
+    with _session() as session:
+        row = revoke_key(session=session, prefix=args.prefix)
+        session.commit()
+        print(f"revoked key {row.prefix} ({row.name})")
+    return 0
+
+
+@contextlib.contextmanager
+def _session() -> Iterator[Any]:
+    from service.config import get_settings
+    from service.db import make_engine, make_sessionmaker
+
+    engine = make_engine(get_settings())
+    try:
+        with make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from service.execute import configure_logging
+    from service.logs import configure_logging
     from service.worker import run_worker
 
     configure_logging()

@@ -14,7 +14,7 @@ from service.db import make_engine
 from service.migrate import alembic_config, check_schema, current_revision, head_revision, upgrade
 from service.models import Base
 
-TABLES = {"artifact", "teacher", "dataset", "job", "factor_set", "factor", "assembly", "alembic_version"}
+TABLES = {"artifact", "teacher", "dataset", "job", "factor_set", "factor", "assembly", "api_key", "alembic_version"}
 
 
 @pytest.fixture
