@@ -83,9 +83,14 @@ def add_engine_commands(sub: Any) -> None:
     pred.add_argument("--logits", action="store_true", help="also print raw logits")
     pred.set_defaults(handler=_cmd_predict)
 
-    demo = sub.add_parser("demo", help="fit a teacher, factorize it, assemble two task subsets and predict")
+    demo = sub.add_parser(
+        "demo", help="the whole service on the embedded default: teacher, factorization job, assembly, predictions"
+    )
     demo.add_argument("--out", type=Path, default=Path("kf-data/demo"), help="where to write the demo runs")
-    demo.add_argument("--recipe", default="dsprites", help="built-in recipe name or recipe JSON file")
+    demo.add_argument(
+        "--engine", action="store_true", help="the library only (no API, catalog or jobs), on any --recipe"
+    )
+    demo.add_argument("--recipe", default="dsprites", help="--engine: built-in recipe name or recipe JSON file")
     _run_options(demo)
     demo.set_defaults(handler=_cmd_demo)
 
@@ -164,7 +169,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from kf_core.demo import demo_recipe, run_demo
+    if args.engine:
+        from kf_core.demo import demo_recipe, run_demo
 
-    run_demo(demo_recipe(args.recipe, epochs=args.epochs, samples=args.samples, seed=args.seed), args.out)
+        run_demo(demo_recipe(args.recipe, epochs=args.epochs, samples=args.samples, seed=args.seed), args.out)
+        return 0
+    if args.recipe != "dsprites":
+        from kf_core.errors import ConfigError
+
+        raise ConfigError("the service demo runs the dsprites recipe; use --engine to run another recipe locally")
+    from service.config import get_settings
+    from service.demo import run_service_demo
+
+    run_service_demo(get_settings(), args.out, epochs=args.epochs, samples=args.samples, seed=args.seed)
     return 0

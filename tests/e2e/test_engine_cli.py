@@ -71,7 +71,18 @@ def test_bad_input_exits_2_with_a_message(runs: Path, tmp_path: Path, capsys: py
 
 
 def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["demo", "--recipe", "digits", "--epochs", "1", "--samples", "300", "--out", str(tmp_path / "demo")]
+    argv = [
+        "demo",
+        "--engine",
+        "--recipe",
+        "digits",
+        "--epochs",
+        "1",
+        "--samples",
+        "300",
+        "--out",
+        str(tmp_path / "demo"),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "assembly low (built in" in out and "assembly low+high (built in" in out

@@ -1,0 +1,44 @@
+"""``kf demo`` end to end on the embedded default (SQLite, inline jobs, local artifacts) with a tiny budget: a
+teacher, a factorization job over HTTP, two assemblies and predictions, all through the real API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from service.cli import main
+from service.config import Settings
+from service.db import make_engine, make_sessionmaker
+from service.models import Assembly, FactorSet, Job
+
+
+def test_kf_demo_runs_the_service_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded default lives in ./kf-data
+    for name in ("KF_DATABASE_URL", "KF_REDIS_URL", "KF_ARTIFACT_DIR", "KF_WORK_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KF_TORCH_THREADS", "1")
+    from service.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        assert main(["demo", "--epochs", "1", "--samples", "1200"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "registered factor set dsprites-demo:1", "done in"):
+        assert step in out, out
+    assert "shape+scale" in out and "orientation+pos_x+pos_y" in out
+    assert out.count("predicted [") == 5 and "test accuracy" in out
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == "sqlite:///./kf-data/catalog.db"
+    engine = make_engine(settings)
+    with make_sessionmaker(engine)() as session:
+        assert session.scalar(select(func.count()).select_from(FactorSet)) == 1
+        assert session.scalar(select(Job.status)) == "succeeded"
+        assert session.scalar(select(func.count()).select_from(Assembly)) == 2
+    engine.dispose()
