@@ -1,7 +1,8 @@
 """FastAPI dependencies as ``Annotated`` aliases: routes declare ``session: SessionDep`` and nothing else.
 
-Everything comes from ``app.state``, set up once by ``create_app``'s lifespan, so a test's app uses the test's
-settings, database and artifact directory.
+Plain lookups are ``async def``: FastAPI runs a sync dependency in its thread pool, a hop per request that the
+prediction path cannot afford. Everything comes from ``app.state``, set up once by ``create_app``'s lifespan, so a
+test's app uses the test's settings, database and artifact directory.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["Page", "PageDep", "RunnerDep", "RuntimeDep", "SessionDep", "Settings
 MAX_PAGE = 200
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -33,17 +34,17 @@ def _session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def _store(request: Request) -> ArtifactStore:
+async def _store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.store
     return store
 
 
-def _runner(request: Request) -> Runner:
+async def _runner(request: Request) -> Runner:
     runner: Runner = request.app.state.runner
     return runner
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 

@@ -228,5 +228,5 @@ def encode_outputs(entry: Entry, outputs: list[np.ndarray], names: list[str]) ->
         else:
             array = values[name]
             datatype = "FP32"
-        result.append({"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel().tolist()})
+        result.append({"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel()})
     return result

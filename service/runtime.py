@@ -203,22 +203,38 @@ class Runtime:
         self._inflight: dict[CacheKey, asyncio.Task[Entry]] = {}
         self._pinned: set[CacheKey] = set()
         self._resolved: dict[str, tuple[float, FactorSetInfo]] = {}
+        self._resolving: dict[str, asyncio.Future[FactorSetInfo]] = {}
         self.cache_bytes = 0
         self.stats = RuntimeStats()
         self.pins_ready = not parse_pins(settings.pin)
 
     # ----------------------------------------------------------------- factor sets
     async def resolve(self, ref: str) -> FactorSetInfo:
-        """A factor set by id, by ``name`` (its latest version) or by ``name:version``."""
-        now = time.monotonic()
+        """A factor set by id, by ``name`` (its latest version) or by ``name:version``.
+
+        Answers from memory: ids and ``name:version`` never change; a bare name is looked up again after
+        ``_RESOLVE_TTL_S`` (a new version is served within that time). Concurrent lookups of one reference share
+        one query.
+        """
         hit = self._resolved.get(ref)
-        if hit is not None and (hit[0] == float("inf") or now - hit[0] < _RESOLVE_TTL_S):
+        if hit is not None and (hit[0] == float("inf") or time.monotonic() - hit[0] < _RESOLVE_TTL_S):
             return hit[1]
-        info = await asyncio.get_running_loop().run_in_executor(self._build_pool, self._resolve_sync, ref)
+        pending = self._resolving.get(ref)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve_once(ref))
+            self._resolving[ref] = pending
+        return await asyncio.shield(pending)
+
+    async def _resolve_once(self, ref: str) -> FactorSetInfo:
+        try:
+            started = time.monotonic()
+            info = await asyncio.get_running_loop().run_in_executor(self._build_pool, self._resolve_sync, ref)
+        finally:
+            del self._resolving[ref]
         immutable = _is_uuid(ref) or ":" in ref
-        self._resolved[ref] = (float("inf") if immutable else now, info)
         if len(self._resolved) > 4096:
             self._resolved.clear()
+        self._resolved[ref] = (float("inf") if immutable else started, info)
         return info
 
     def _resolve_sync(self, ref: str) -> FactorSetInfo:

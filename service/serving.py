@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import io
-import json
+import math
+import re
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import InvalidInputError
 from service.runtime import Entry, Runtime
@@ -23,21 +24,13 @@ def decode_inputs(inputs: list[Any] | str) -> np.ndarray:
     """A numeric array from nested lists, or from a base64-encoded ``.npy`` file (never a pickle)."""
     if isinstance(inputs, str):
         try:
-            raw = base64.b64decode(inputs, validate=True)
+            raw = binascii.a2b_base64(inputs, strict_mode=True)
         except (binascii.Error, ValueError):
             raise InvalidInputError(
                 "inputs is a string but not valid base64; send nested lists, or base64 of a .npy file "
                 "(numpy.save), e.g. base64.b64encode(buf.getvalue()).decode()"
             ) from None
-        try:
-            array = np.load(io.BytesIO(raw), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InvalidInputError(
-                f"inputs is not a base64-encoded .npy array ({exc}); write it with numpy.save"
-            ) from None
-        if not isinstance(array, np.ndarray):
-            raise InvalidInputError("inputs must encode one array (.npy), not an archive (.npz)")
-        return array
+        return _read_npy(raw)
     try:
         array = np.asarray(inputs)
     except (ValueError, TypeError):
@@ -49,6 +42,38 @@ def decode_inputs(inputs: list[Any] | str) -> np.ndarray:
             "inputs must be a rectangular nested list of numbers of shape (N, C, H, W), "
             f"got elements of type {array.dtype.kind!r} (strings, nulls or objects)"
         )
+    return array
+
+
+_NPY_HEADER = re.compile(
+    rb"^\{'descr': '([<>|=]?[fiub][1248])', 'fortran_order': (True|False), 'shape': \(((?:\d+, ?)*\d*)\), \} *\n$"
+)
+
+
+def _read_npy(raw: bytes) -> np.ndarray:
+    """A numeric ``.npy`` array. The common header (written by ``numpy.save``) is parsed with one regex rather than
+    numpy's ``literal_eval`` of it, a third of the cost of a small request; anything else goes through np.load."""
+    if raw[:6] == b"\x93NUMPY" and raw[6:7] == b"\x01" and len(raw) >= 10:
+        n = int.from_bytes(raw[8:10], "little")
+        match = _NPY_HEADER.match(raw[10 : 10 + n])
+        if match:
+            dtype = np.dtype(match.group(1).decode())
+            shape = tuple(int(d) for d in match.group(3).split(b",") if d.strip())
+            body = memoryview(raw)[10 + n :]
+            if len(body) != dtype.itemsize * math.prod(shape):
+                raise InvalidInputError(
+                    f"inputs: the .npy header says shape {shape} of {dtype}, but the data holds {len(body)} bytes"
+                )
+            flat: np.ndarray = np.frombuffer(body, dtype=dtype)
+            return flat.reshape(shape, order="F" if match.group(2) == b"True" else "C")
+    try:
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InvalidInputError(
+            f"inputs is not a base64-encoded .npy array ({exc}); write it with numpy.save"
+        ) from None
+    if not isinstance(array, np.ndarray):
+        raise InvalidInputError("inputs must encode one array (.npy), not an archive (.npz)")
     return array
 
 
@@ -84,10 +109,10 @@ def predictions_json(entry: Entry, outputs: list[np.ndarray], *, logits: bool, r
         item: dict[str, Any] = {
             "labels": labels.tolist(),
             "class_names": [prob_out.class_names[i] for i in labels],
-            "probabilities": p.tolist(),
+            "probabilities": p,  # orjson writes float32 arrays directly (shortest round-trip repr)
         }
         if logits:
-            item["logits"] = values[logit_out.name].tolist()
+            item["logits"] = values[logit_out.name]
         predictions[task] = item
     fs = entry.factor_set
     body = {
@@ -97,4 +122,4 @@ def predictions_json(entry: Entry, outputs: list[np.ndarray], *, logits: bool, r
         "provider": runtime.provider.name,
         "predictions": predictions,
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -121,8 +122,6 @@ async def infer_version(name: ModelName, version: Version, request: Request, run
 
 
 async def _infer(fs: FactorSetInfo, body: InferRequest, runtime: Runtime) -> Response:
-    import json
-
     tasks, combined, names = requested_tasks(fs, body)
     entry, _ = await runtime.assembly(fs, tasks, combined=combined)
     x = runtime.check_batch(decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape), entry)
@@ -131,7 +130,7 @@ async def _infer(fs: FactorSetInfo, body: InferRequest, runtime: Runtime) -> Res
     if body.id is not None:
         result["id"] = body.id
     result["outputs"] = encode_outputs(entry, outputs, names)
-    return Response(json.dumps(result, separators=(",", ":")).encode(), media_type="application/json")
+    return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 def _metadata(fs: FactorSetInfo, runtime: Runtime) -> ModelMetadata:

@@ -391,3 +391,34 @@ def test_kf_device_cuda_refuses_to_start_without_cuda(migrated: Any) -> None:
     settings = migrated.model_copy(update={"device": "cuda"})
     with pytest.raises(DeviceUnavailableError, match=r"KF_DEVICE=cuda.*kf-service\[gpu\]"), open_client(settings):
         pass
+
+
+def test_npy_inputs_of_every_layout_and_dtype_decode_exactly() -> None:
+    from service.serving import decode_inputs
+
+    rng = np.random.default_rng(0)
+    arrays = [
+        rng.random((2, 1, 4, 4)).astype(np.float32),
+        rng.random((1, 1, 3, 5)),  # float64
+        np.asfortranarray(rng.random((2, 1, 3, 3)).astype(np.float32)),
+        rng.integers(0, 255, (1, 1, 2, 2)).astype(np.uint8),
+        rng.random((3,)).astype(">f4"),  # big-endian
+        np.zeros((0, 1, 2, 2), np.float32),
+    ]
+    for a in arrays:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        got = decode_inputs(base64.b64encode(buf.getvalue()).decode())
+        assert got.dtype == a.dtype and got.shape == a.shape
+        np.testing.assert_array_equal(got, a)
+    from kf_core.errors import DataError
+    from kf_core.predict import check_batch
+
+    buf = io.BytesIO()
+    np.save(buf, np.array([["a", "b"]]))  # not numbers: decoded by numpy's reader, refused by the batch check
+    with pytest.raises(DataError, match="must be numbers"):
+        check_batch(decode_inputs(base64.b64encode(buf.getvalue()).decode()), [None, 2])
+    truncated = io.BytesIO()
+    np.save(truncated, np.zeros((1, 1, 4, 4), np.float32))
+    with pytest.raises(Exception, match="data holds"):
+        decode_inputs(base64.b64encode(truncated.getvalue()[:-8]).decode())
