@@ -107,23 +107,23 @@ _BUILTIN: dict[str, Recipe] = {
     "dsprites": Recipe(
         name="dsprites",
         description=(
-            "The paper's dSprites setting scaled to a 2-core CPU: SimpleConv64 teacher and CKN (with BatchNorm, "
-            "which converges in a few epochs), Gaussian SimpleConv64 TSNs at width 0.25, logit-matching KD, "
-            "five factor tasks."
+            "The paper's dSprites setting scaled to a 2-core CPU: SimpleConv64 teacher, CKN and Gaussian "
+            "SimpleConv64 TSNs at width 0.5, all with BatchNorm (without it the small TSNs learn position too "
+            "slowly: pos_x/pos_y 79-83 % instead of 97 %), logit-matching KD, five factor tasks."
         ),
         data=DataSpec(source="dsprites", samples=40_000, seed=42, test_fraction=0.3, split_seed=42),
         teacher=TeacherRecipe(
             backbone=NetSpec("simpleconv64", {"batchnorm": True}),
             feature_dim=64,
-            train=TrainConfig(epochs=8, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=0),
+            train=TrainConfig(epochs=16, batch_size=128, lr=2e-3, weight_decay=1e-4, seed=0),
         ),
         factor=FactorConfig(
             ckn=NetSpec("simpleconv64", {"batchnorm": True}),
-            tsn=NetSpec("gaussian_simpleconv64", {"width": 0.25}),
+            tsn=NetSpec("gaussian_simpleconv64", {"width": 0.5, "batchnorm": True}),
             feature_dim=64,
         ),
         train=TrainConfig(
-            epochs=8, batch_size=128, lr=2e-3, weight_decay=1e-4, kd="mse", lambda_kd=0.1, seed=0, eval_every=0
+            epochs=12, batch_size=128, lr=2e-3, weight_decay=1e-4, kd="mse", lambda_kd=0.1, seed=0, eval_every=0
         ),
         tasks=tuple(TaskSpec(name=t, output=t) for t in _DSPRITES_TASKS),
     ),
