@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     pin: str = ""  # serving: assemblies built at start-up and never evicted, "ref[=task,task];ref..."
 
     max_upload_bytes: int = Field(default=512 << 20, ge=1)  # largest accepted upload (teacher file, npz dataset)
+    max_request_bytes: int = Field(default=64 << 20, ge=1024)  # largest JSON request body (predictions, jobs)
     queue: str = Field(default="kf", min_length=1)  # RQ queue of CPU jobs; jobs asking for CUDA go to "gpu"
     job_timeout_s: int = Field(default=7 * 24 * 3600, ge=1)  # RQ hard limit of one run of a job
     max_attempts: int = Field(default=3, ge=1)  # runs of a job (first one included) before it is marked failed

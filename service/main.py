@@ -137,6 +137,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for method, op in ops.items():
                 if v2:
                     op["responses"].pop("422", None)
+                if "application/json" in op.get("requestBody", {}).get("content", {}):
+                    op["responses"]["413"] = {
+                        "description": "The body exceeds KF_MAX_REQUEST_BYTES.",
+                        "content": {"application/json": {"schema": error}},
+                    }
                 scope = required_scope(method, path)
                 if scope is None:
                     continue
@@ -187,7 +192,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     )
     registry = CollectorRegistry(auto_describe=False)
     app.state.metrics = registry
-    app.add_middleware(RequestMiddleware, metrics=HttpMetrics(registry))
+    app.add_middleware(RequestMiddleware, metrics=HttpMetrics(registry), max_body=settings.max_request_bytes)
     app.add_exception_handler(errors.ServiceError, _handle)
     from kf_core.errors import KfError
 

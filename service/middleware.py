@@ -14,7 +14,9 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.exceptions import HTTPException
 
 __all__ = ["HttpMetrics", "RequestMiddleware"]
 
@@ -45,9 +47,10 @@ class HttpMetrics:
 
 
 class RequestMiddleware:
-    def __init__(self, app: Any, *, metrics: HttpMetrics) -> None:
+    def __init__(self, app: Any, *, metrics: HttpMetrics, max_body: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body = max_body
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -65,6 +68,13 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        if not _is_multipart(scope):  # uploads stream to disk under their own limit, KF_MAX_UPLOAD_BYTES
+            declared = _content_length(scope)
+            if declared is not None and declared > self.max_body:
+                await _reject(scope, send_with_id, _too_large(self.max_body, f"{declared} bytes declared"))
+                self.metrics.observe(scope.get("method", ""), "unmatched", 413, time.perf_counter() - started)
+                return
+            receive = _limited(receive, self.max_body)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
@@ -91,3 +101,53 @@ def _incoming_id(scope: dict[str, Any]) -> str | None:
             text = value.decode("latin-1")
             return text if _REQUEST_ID.match(text) else None
     return None
+
+
+def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _is_multipart(scope: dict[str, Any]) -> bool:
+    return (_header(scope, b"content-type") or b"").lower().startswith(b"multipart/")
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    value = _header(scope, b"content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _limited(receive: Any, limit: int) -> Any:
+    """``receive`` that stops a body without Content-Length (chunked) once it passes ``limit`` bytes, while it
+    streams in: an HTTPException, which FastAPI passes through its body parsing as the 413 it is."""
+    seen = 0
+
+    async def wrapped() -> dict[str, Any]:
+        nonlocal seen
+        message: dict[str, Any] = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPException(413, _too_large(limit, f"over {limit} bytes received"))
+        return message
+
+    return wrapped
+
+
+async def _reject(scope: dict[str, Any], send: Any, message: str) -> None:
+    """A 413 before the body is read, in the error shape of the API the path belongs to."""
+    path = scope.get("path", "")
+    v2 = path == "/v2" or path.startswith("/v2/")
+    body = orjson.dumps({"error": message} if v2 else {"detail": message, "error": "PayloadTooLargeError"})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limit: int, what: str) -> str:
+    return (
+        f"the request body is too large ({what}; the limit is {limit} bytes, KF_MAX_REQUEST_BYTES): send fewer "
+        "samples per request, or base64 .npy inputs, which are about 4x smaller than JSON numbers"
+    )

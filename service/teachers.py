@@ -72,11 +72,50 @@ def detect_format(path: Path) -> str:
     if not model.graph.node and not model.graph.output:
         # Arbitrary bytes can parse as an empty protobuf message; this is not a model.
         raise InvalidInputError("the uploaded file is not an ONNX model (it holds no graph); upload a .onnx file")
+    external = _external_locations(model)
+    if external:
+        # One uploaded file has no neighbours: any external-data path points outside the upload (../../etc/...).
+        raise InvalidInputError(
+            f"the ONNX model keeps weights in external files ({', '.join(sorted(external)[:3])}); external data is "
+            "refused. Upload one self-contained file: onnx.save(model, path, save_as_external_data=False)"
+        )
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise InvalidInputError(f"the ONNX model fails onnx.checker: {str(e)[:500]}; re-export it") from None
     return "onnx"
+
+
+def _external_locations(model: Any) -> set[str]:
+    """Locations of every tensor (initializers, sparse initializers, constants, subgraphs) stored outside the file."""
+    import onnx
+
+    found: set[str] = set()
+
+    def tensor(t: Any) -> None:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            locations = [e.value for e in t.external_data if e.key == "location"]
+            found.update(locations or ["<unnamed>"])
+
+    def graph(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for sp in g.sparse_initializer:
+            tensor(sp.values)
+            tensor(sp.indices)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensor(a.t)
+                for t in a.tensors:
+                    tensor(t)
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+
+    graph(model.graph)
+    return found
 
 
 def open_teacher(

@@ -192,6 +192,21 @@ def session(migrated: Any) -> Iterator[Any]:
 @pytest.fixture
 def job(session: Any, store: Any) -> Any:
     """A queued job row (max 2 attempts, factor set name "fs") on built-in digits and a stand-in teacher."""
+    return make_job(session, store)
+
+
+@pytest.fixture
+def factory(migrated: Any) -> Iterator[Any]:
+    """A sessionmaker on the test's catalog (what the API and workers use)."""
+    from service.db import make_engine, make_sessionmaker
+
+    engine = make_engine(migrated)
+    yield make_sessionmaker(engine)
+    engine.dispose()
+
+
+def make_job(session: Any, store: Any) -> Any:
+    """A queued job row (max 2 attempts, factor set name "fs") on built-in digits and a stand-in teacher."""
     from service import catalog
 
     stored = store.put_bytes(b"teacher bytes")

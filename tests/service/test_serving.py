@@ -31,15 +31,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 @pytest.fixture
-def factory(migrated: Any) -> Iterator[Any]:
-    from service.db import make_engine, make_sessionmaker
-
-    engine = make_engine(migrated)
-    yield make_sessionmaker(engine)
-    engine.dispose()
-
-
-@pytest.fixture
 def registered(trained: Trained, session: Any, job: Any, factory: Any, store: Any) -> Any:
     return register(trained, session=session, job=job, factory=factory, store=store)
 
