@@ -21,6 +21,7 @@ from service.runtime import Runtime
 __all__ = ["Page", "PageDep", "RunnerDep", "RuntimeDep", "SessionDep", "SettingsDep", "StoreDep"]
 
 MAX_PAGE = 200
+MAX_OFFSET = 2**31 - 1  # what every database's integer holds
 
 
 async def _settings(request: Request) -> Settings:
@@ -54,7 +55,7 @@ class Page:
 
     def __init__(
         self,
-        offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description=f"rows to return (at most {MAX_PAGE})")] = 50,
     ) -> None:
         self.offset, self.limit = offset, limit

@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
@@ -104,17 +103,21 @@ async def _authorize(request: Request) -> None:
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    """Malformed requests, in each API's one error shape: /v1 ``{"detail": "...", "error": ..., "errors": [...]}``
+    (a readable summary, plus FastAPI's itemised list), /v2 the protocol's ``{"error": "..."}`` with a 400."""
     assert isinstance(exc, RequestValidationError)
-    if not _is_v2(request):
-        return await request_validation_exception_handler(request, exc)
     problems = []
     for e in exc.errors():
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        where = ".".join(str(p) for p in e.get("loc", ()))
         problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
     message = "invalid request: " + "; ".join(problems)
-    return JSONResponse(status_code=400, content=jsonable_encoder({"error": message}))
+    if _is_v2(request):
+        return JSONResponse(status_code=400, content={"error": message})
+    content = {"detail": message, "error": "RequestValidationError", "errors": jsonable_encoder(exc.errors())}
+    return JSONResponse(status_code=422, content=content)
 
 
+_WHY_422 = "The request is invalid; the message says which part and how to fix it."
 _KEYS_DOC = (
     "API key from `kf keys create --scope predict|admin`. Not needed while the catalog holds no key (the server "
     "then listens on 127.0.0.1 only)."
@@ -137,6 +140,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for method, op in ops.items():
                 if v2:
                     op["responses"].pop("422", None)
+                elif "422" in op["responses"]:  # one error shape for every 422 (see _handle_validation)
+                    op["responses"]["422"] = {
+                        "description": _WHY_422,
+                        "content": {"application/json": {"schema": error}},
+                    }
                 if "application/json" in op.get("requestBody", {}).get("content", {}):
                     op["responses"]["413"] = {
                         "description": "The body exceeds KF_MAX_REQUEST_BYTES.",

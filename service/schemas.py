@@ -148,9 +148,9 @@ class DatasetsPublic(BaseModel):
 class RecipeOverrides(_In):
     """Changes to the recipe, validated against kf_core's configs when the job is submitted."""
 
-    epochs: int | None = Field(default=None, ge=1)
-    samples: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    epochs: int | None = Field(default=None, ge=1, le=100_000)
+    samples: int | None = Field(default=None, ge=1, le=100_000_000)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     train: dict[str, Any] = Field(default_factory=dict, description="kf_core TrainConfig fields")
     factor: dict[str, Any] = Field(default_factory=dict, description="kf_core FactorConfig fields (ckn, tsn, ...)")
     data: dict[str, Any] = Field(
