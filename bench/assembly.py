@@ -1,8 +1,9 @@
 """Benchmark: how fast a task subset is assembled and served, against running factor networks separately.
 
-Builds the dSprites reference factor set (input 1x64x64; CKN SimpleConv64, TSN Gaussian SimpleConv64 x0.25,
-d = 64; tasks shape 3, scale 6, orientation 40, pos_x 32, pos_y 32) with RANDOM weights (speed does not depend
-on them), exports it, then measures in a fresh interpreter that never imports torch, as a server would:
+Builds the dSprites reference factor set (the ``dsprites`` recipe's architecture: input 1x64x64; CKN
+SimpleConv64, TSNs Gaussian SimpleConv64 x0.5, BatchNorm, d = 64; tasks shape 3, scale 6, orientation 40, pos_x 32,
+pos_y 32) with RANDOM weights (speed does not depend on them), exports it, then measures in a fresh interpreter
+that never imports torch, as a server would:
 
 - cold assembly of all 5 tasks: ``load_parts`` (stat-validated cache) + ``assemble_session`` (compose, check,
   create the ORT session) -- the cost of a subset no one asked for before; target p50 <= 10 ms;
@@ -38,14 +39,15 @@ def build(out: Path) -> None:
     import torch
 
     from kf_core.export import export_factor_set
-    from kf_core.factor import FactorConfig, FactorNet, NetSpec
+    from kf_core.factor import FactorNet
+    from kf_core.recipes import get_recipe
     from kf_core.tasks import TaskSpec
 
     torch.manual_seed(0)
-    config = FactorConfig(
-        ckn=NetSpec("simpleconv64"), tsn=NetSpec("gaussian_simpleconv64", {"width": 0.25}), feature_dim=64
-    )
-    net = FactorNet(input_shape=(1, 64, 64), tasks=[TaskSpec(n, n) for n in TASKS], num_classes=TASKS, config=config)
+    config = get_recipe("dsprites").factor
+    net = FactorNet(
+        input_shape=(1, 64, 64), tasks=[TaskSpec(n, n) for n in TASKS], num_classes=TASKS, config=config
+    ).eval()
     t = time.perf_counter()
     export_factor_set(net, out, sample=torch.rand(8, 1, 64, 64))
     ckn = sum(p.numel() for p in net.ckn_part().parameters())
