@@ -140,6 +140,7 @@ class Entry:
     outputs: list[OutputInfo]
     batcher: MicroBatcher | None = None
     build_ms: float = 0.0
+    provider: str = ""  # what the session really runs on: session.get_providers()[0]
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         result: list[np.ndarray] = self.session.run([o.name for o in self.outputs], {self.input_name: x})
@@ -392,6 +393,14 @@ class Runtime:
                     data, providers=self.provider.providers, options=_ort.session_options(self.threads)
                 )
         entry = _entry(key, assembly_id, fs, names, combined, sha, size, source, session_obj)
+        entry.provider = str(session_obj.get_providers()[0])
+        if entry.provider != self.provider.name:
+            log.warning(
+                "assembly %s runs on %s, not %s: ONNX Runtime fell back for this graph",
+                assembly_id,
+                entry.provider,
+                self.provider.name,
+            )
         # Warm-up: the first run allocates ORT's buffers and (on CUDA) initialises kernels; no client pays for it.
         entry.run(np.zeros((1, *(d or 1 for d in entry.input_shape[1:])), dtype=np.float32))
         entry.build_ms = 1000 * (time.perf_counter() - started)

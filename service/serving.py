@@ -91,7 +91,7 @@ def assembly_public(entry: Entry, state: str, runtime: Runtime) -> AssemblyPubli
         ],
         graph_sha256=entry.graph_sha256,
         size_bytes=entry.size_bytes,
-        provider=runtime.provider.name,
+        provider=entry.provider or runtime.provider.name,
         cache=state,
         source=entry.source,
         build_ms=round(entry.build_ms, 3),
@@ -119,7 +119,7 @@ def predictions_json(entry: Entry, outputs: list[np.ndarray], *, logits: bool, r
         "factor_set": {"id": str(fs.id), "name": fs.name, "version": fs.version},
         "assembly_id": str(entry.assembly_id),
         "tasks": list(entry.tasks),
-        "provider": runtime.provider.name,
+        "provider": entry.provider or runtime.provider.name,
         "predictions": predictions,
     }
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
