@@ -61,16 +61,17 @@ def plot_accuracy(path: str | Path, series: Mapping[str, Mapping[str, float]], *
     plt = _pyplot()
     names = list(series)
     tasks = list(next(iter(series.values())).keys()) if series else []
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(tasks) + 2), 3.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.65 * len(tasks) * max(2, len(names)) + 2), 3.8), dpi=110)
     width = 0.8 / max(len(names), 1)
+    crowded = len(names) > 2  # side-by-side labels of three bars run into each other: stand them up
     for i, name in enumerate(names):
         xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(tasks))]
         ys = [100 * series[name].get(t, float("nan")) for t in tasks]
         bars = ax.bar(xs, ys, width=width, label=name)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2, rotation=90 if crowded else 0)
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 118 if crowded else 105)
     ax.set_title(title)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)  # outside: never over a bar
     fig.tight_layout()
