@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     progress_interval_s: float = Field(default=1.0, ge=0)  # least time between two progress writes
     cancel_grace_s: float = Field(default=3.0, ge=0)  # after a cancel, how long a job may take to stop by itself
     inline_concurrency: int = Field(default=1, ge=1)  # jobs the inline runner runs at once
+    log_level: Literal["debug", "info", "warning", "error"] = "info"  # service processes (API, workers, jobs)
     torch_threads: int | None = Field(default=None, ge=1)  # intra-op threads of a job (None: torch's default)
 
     @field_validator("database_url")

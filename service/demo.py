@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import socket
 import threading
 import time
@@ -42,24 +43,24 @@ def run_service_demo(
     from service.migrate import upgrade
 
     started = time.perf_counter()
-    settings = settings.model_copy(update={"redis_url": None})  # the embedded default: jobs run inline
+    # The embedded default: jobs run inline; their processes log warnings only, so the demo's own lines stay readable.
+    settings = settings.model_copy(update={"redis_url": None, "log_level": "warning"})
     recipe = demo_recipe("dsprites", epochs=epochs, samples=samples, seed=seed)
     print(f"kf demo: catalog {settings.database_url}, artifacts {settings.artifact_dir}")
     upgrade(settings)
-    print(f"1/5 generating dSprites ({recipe.data.samples} images) and fitting a small teacher")
+    print(
+        f"1/5 generating dSprites ({recipe.data.samples} images) and fitting a small teacher "
+        f"({recipe.teacher.train.epochs} epochs)"
+    )
     run_teacher_fit(recipe, out / "teacher", callbacks=[ProgressBar("teacher")])
 
     with _server(settings) as api:
         print(f"2/5 API up at {api.base_url}; uploading the teacher (ONNX)")
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         onnx = (out / "teacher" / "teacher.onnx").read_bytes()
-        teacher = _ok(
-            api.post(
-                "/v1/teachers",
-                files={"file": ("teacher.onnx", onnx)},
-                data={"spec": f'{{"name": "demo-teacher-{stamp}"}}'},
-            )
-        )
+        test = _test_split(recipe)
+        spec = {"name": f"demo-teacher-{stamp}", "class_names": {k: list(v) for k, v in test.classes.items()}}
+        teacher = _ok(api.post("/v1/teachers", files={"file": ("teacher.onnx", onnx)}, data={"spec": json.dumps(spec)}))
         print(f"3/5 factorizing it as a job (POST /v1/jobs), {recipe.train.epochs} epochs")
         overrides = {"epochs": recipe.train.epochs, "samples": recipe.data.samples, "seed": recipe.train.seed}
         job = _ok(
@@ -86,7 +87,6 @@ def run_service_demo(
             )
 
         print(f"5/5 predicting {show} test images with each assembly (POST /v1/predict)")
-        test = _test_split(recipe)
         x = test.images(slice(0, show))
         for subset in _SUBSETS:
             pred = _ok(api.post("/v1/predict", json={"factor_set": ref, "tasks": subset, "inputs": x.tolist()}))

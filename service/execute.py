@@ -291,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m service.execute JOB_ID", file=sys.stderr)
         return 2
+    from service.config import get_settings
     from service.logs import configure_logging
 
-    configure_logging()
+    configure_logging(level=get_settings().log_level)
     status = run_job(args[0])
     return 0 if status in ("succeeded", "cancelled", "skipped", "queued", "lost") else 1
 

@@ -42,8 +42,11 @@ class _TextFormatter(logging.Formatter):
         return line
 
 
-def configure_logging(*, json_logs: bool | None = None, level: int = logging.INFO) -> None:
-    """Root logging for a service process; ``json_logs=None`` chooses JSON unless stderr is a terminal."""
+def configure_logging(*, json_logs: bool | None = None, level: int | str = logging.INFO) -> None:
+    """Root logging for a service process; ``json_logs=None`` chooses JSON unless stderr is a terminal.
+    ``level`` is a logging level or its name (``KF_LOG_LEVEL``: debug, info, warning, error)."""
+    if isinstance(level, str):
+        level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     use_json = (not sys.stderr.isatty()) if json_logs is None else json_logs
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

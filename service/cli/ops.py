@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ def add_ops_commands(sub: Any) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 in containers)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (use with KF_REDIS_URL)")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default=None, help="debug, info, warning or error (default: KF_LOG_LEVEL)")
     serve.set_defaults(handler=_cmd_serve)
 
     worker = sub.add_parser("worker", help="run an RQ worker for factorization jobs (needs KF_REDIS_URL)")
@@ -66,14 +65,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     print(f"kf serve: predictions on {provider.name} ({provider.reason})")
     from service.logs import configure_logging
 
-    configure_logging(level=getattr(logging, args.log_level.upper(), logging.INFO))
+    level = args.log_level or settings.log_level
+    configure_logging(level=level)
     uvicorn.run(
         "service.main:create_app",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
-        log_level=args.log_level,
+        log_level=level,
         log_config=None,  # keep our handlers: JSON lines when not on a terminal
         access_log=False,  # service.middleware logs every request, with its id, route and duration
     )
@@ -160,10 +160,11 @@ def _session() -> Iterator[Any]:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from service.config import get_settings
     from service.logs import configure_logging
     from service.worker import run_worker
 
-    configure_logging()
+    configure_logging(level=get_settings().log_level)
     run_worker(queues=args.queue or (), burst=args.burst, name=args.name, max_jobs=args.max_jobs)
     return 0
 

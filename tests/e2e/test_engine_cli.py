@@ -96,5 +96,6 @@ def test_demo_budget_applies_only_without_overrides() -> None:
     small = demo_recipe("dsprites", epochs=None, samples=None, seed=None)
     assert small.data.samples == DEMO_BUDGET["dsprites"]["samples"]
     assert small.train.epochs == DEMO_BUDGET["dsprites"]["epochs"]
+    assert small.teacher.train.epochs == DEMO_BUDGET["dsprites"]["teacher_epochs"]
     mine = demo_recipe("dsprites", epochs=9, samples=123, seed=None)
     assert (mine.data.samples, mine.train.epochs) == (123, 9)
