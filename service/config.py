@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # jobs and serving; "cuda" fails if CUDA is not usable
     cache_bytes: int = Field(default=2 << 30, ge=0)  # serving: memory budget of the ONNX Runtime session cache
     max_batch: int = Field(default=64, ge=1)  # serving: largest micro-batch
-    batch_wait_ms: float = Field(default=2.0, ge=0)  # serving: how long a micro-batch waits to fill
+    # serving: how long the first request after an idle spell waits for others to join its batch; unset: 0 on the
+    # CPU (per-sample cost dominates, and a waiting session is a stalled one), 2 ms on CUDA (launches dominate)
+    batch_wait_ms: float | None = Field(default=None, ge=0)
     infer_threads: int | None = Field(default=None, ge=1)  # serving: ORT intra-op threads (None: usable cores)
     allow_anonymous: bool = False  # kf serve: accept listening beyond 127.0.0.1 while no API key exists
     pin: str = ""  # serving: assemblies built at start-up and never evicted, "ref[=task,task];ref..."

@@ -74,7 +74,8 @@ class RequestMiddleware:
                 await _reject(scope, send_with_id, _too_large(self.max_body, f"{declared} bytes declared"))
                 self.metrics.observe(scope.get("method", ""), "unmatched", 413, time.perf_counter() - started)
                 return
-            receive = _limited(receive, self.max_body)
+            if declared is None:  # chunked: count as it streams (with a Content-Length the server delivers no more)
+                receive = _limited(receive, self.max_body)
         try:
             await self.app(scope, receive, send_with_id)
         finally:

@@ -60,6 +60,7 @@ __all__ = ["Entry", "FactorSetInfo", "Runtime", "RuntimeStats", "parse_pins"]
 log = logging.getLogger(__name__)
 
 ONNX = "application/onnx"
+_CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, see service.config)
 _RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
 _SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -195,6 +196,10 @@ class Runtime:
         self._store = store
         self.provider = provider or choose_provider(settings.device)
         self.threads = settings.infer_threads
+        wait_ms = settings.batch_wait_ms
+        if wait_ms is None:
+            wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
+        self.batch_wait_s = wait_ms / 1000
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-store")
@@ -289,7 +294,7 @@ class Runtime:
         entry.batcher = MicroBatcher(
             entry.run,
             max_batch=self.settings.max_batch,
-            wait_s=self.settings.batch_wait_ms / 1000,
+            wait_s=self.batch_wait_s,
             executor=self._infer_pool,
             on_batch=self._count_batch,
         )
