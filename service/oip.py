@@ -24,6 +24,7 @@ __all__ = [
     "InferRequest",
     "InferResponse",
     "ModelMetadata",
+    "binary_outputs",
     "combined_classes",
     "decode_input",
     "encode_outputs",
@@ -42,8 +43,10 @@ class RequestInput(_Strict):
     name: str = Field(max_length=256)
     shape: list[int] = Field(max_length=16)
     datatype: str = Field(max_length=16)
-    parameters: dict[str, Any] | None = None
-    data: list[Any]
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="binary tensor extension: binary_data_size, the tensor's bytes after the JSON"
+    )
+    data: list[Any] | None = Field(default=None, description="row-major values; omitted for binary tensor data")
 
 
 class RequestOutput(_Strict):
@@ -183,8 +186,13 @@ def requested_tasks(fs: FactorSetInfo, request: InferRequest) -> tuple[list[str]
     return tasks or None, combined, names
 
 
-def decode_input(request: InferRequest, *, input_name: str, input_shape: list[int | None]) -> np.ndarray:
-    """The request's one input tensor as a float32 array of its declared shape, or a clear error."""
+def decode_input(
+    request: InferRequest, *, input_name: str, input_shape: list[int | None], binary: bytes = b""
+) -> np.ndarray:
+    """The request's one input tensor as a float32 array of its declared shape, or a clear error.
+
+    ``binary`` is what followed the JSON header (binary tensor extension): the input then declares
+    ``parameters.binary_data_size`` and its little-endian FP32 values are those bytes."""
     if len(request.inputs) != 1:
         raise InvalidInputError(f"this model takes exactly one input, {input_name!r}; got {len(request.inputs)}")
     tensor = request.inputs[0]
@@ -199,6 +207,14 @@ def decode_input(request: InferRequest, *, input_name: str, input_shape: list[in
         raise InvalidInputError(f"input {input_name!r} has shape {tensor.shape}; the model takes {want} (-1: any)")
     if any(s < 0 for s in tensor.shape):
         raise InvalidInputError(f"input {input_name!r} has a negative dimension in shape {tensor.shape}")
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None or binary:
+        return _binary_input(tensor, input_name, size, binary)
+    if tensor.data is None:
+        raise InvalidInputError(
+            f"input {input_name!r} has no data: send 'data' (a list of numbers) or binary tensor data "
+            "(parameters.binary_data_size and the Inference-Header-Content-Length header)"
+        )
     try:
         data = np.asarray(tensor.data)
     except (ValueError, TypeError):
@@ -216,17 +232,53 @@ def decode_input(request: InferRequest, *, input_name: str, input_shape: list[in
     return data.reshape(tensor.shape).astype(np.float32, copy=False)
 
 
-def encode_outputs(entry: Entry, outputs: list[np.ndarray], names: list[str]) -> list[dict[str, Any]]:
-    """Response tensors for ``names`` (``label_*`` computed from the probabilities)."""
+def _binary_input(tensor: RequestInput, name: str, size: Any, binary: bytes) -> np.ndarray:
+    if tensor.data is not None:
+        raise InvalidInputError(f"input {name!r} has both 'data' and binary data; send one of them")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise InvalidInputError(
+            f"input {name!r}: binary data needs parameters.binary_data_size, a byte count, and the JSON header's "
+            "length in the Inference-Header-Content-Length header"
+        )
+    want = 4 * math.prod(tensor.shape)
+    if size != want or len(binary) != size:
+        raise InvalidInputError(
+            f"input {name!r}: shape {tensor.shape} in FP32 is {want} bytes; binary_data_size says {size} and "
+            f"{len(binary)} bytes follow the JSON header"
+        )
+    return np.frombuffer(binary, dtype="<f4").reshape(tensor.shape)
+
+
+def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
+    """Which of ``names`` the client wants as binary tensor data: each output's ``parameters.binary_data``, or
+    every one with the request's ``parameters.binary_data_output``."""
+    if (request.parameters or {}).get("binary_data_output") is True:
+        return set(names)
+    return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
+
+
+def encode_outputs(
+    entry: Entry, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
+) -> tuple[list[dict[str, Any]], bytes]:
+    """Response tensors for ``names`` (``label_*`` computed from the probabilities), and the bytes of those sent
+    as binary tensor data (little-endian, in order), which then carry ``binary_data_size`` instead of ``data``."""
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
-    result = []
+    binary = binary or set()
+    result, blobs = [], []
     for name in names:
         kind, _, task = name.partition("_")
         if kind == "label":
-            array = values[f"probs_{task}"].argmax(axis=1).astype(np.int64)
+            array = values[f"probs_{task}"].argmax(axis=1).astype("<i8")
             datatype = "INT64"
         else:
-            array = values[name]
+            array = values[name].astype("<f4", copy=False)
             datatype = "FP32"
-        result.append({"name": name, "shape": list(array.shape), "datatype": datatype, "data": array.ravel()})
-    return result
+        tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
+        if name in binary:
+            blob = np.ascontiguousarray(array).tobytes()
+            blobs.append(blob)
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+        else:
+            tensor["data"] = array.ravel()
+        result.append(tensor)
+    return result, b"".join(blobs)

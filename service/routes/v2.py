@@ -11,10 +11,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import text
 
 from service.deps import RuntimeDep
+from service.errors import InvalidInputError
 from service.oip import (
     InferRequest,
     InferResponse,
@@ -24,6 +27,7 @@ from service.oip import (
     ServerMetadata,
     ServerReady,
     V2Error,
+    binary_outputs,
     combined_classes,
     decode_input,
     encode_outputs,
@@ -34,6 +38,8 @@ from service.routes import json_body, read_json
 from service.runtime import FactorSetInfo, Runtime
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+BINARY_HEADER = "Inference-Header-Content-Length"  # binary tensor extension: the JSON header's length
 
 ModelName = Annotated[str, Path(min_length=1, max_length=128, description="factor set name")]
 Version = Annotated[str, Path(pattern=r"^[0-9]{1,9}$", description="factor set version")]
@@ -47,7 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 def server_metadata(request: Request) -> ServerMetadata:
-    return ServerMetadata(name="kf-service", version=request.app.version, extensions=[])
+    return ServerMetadata(name="kf-service", version=request.app.version, extensions=["binary_tensor_data"])
 
 
 @router.get("/health/live", response_model=ServerLive, summary="Liveness (cheap: the process answers)")
@@ -105,8 +111,8 @@ async def model_version_ready(name: ModelName, version: Version, runtime: Runtim
     openapi_extra=json_body(InferRequest),
 )
 async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Response:
-    body = await read_json(request, InferRequest)
-    return await _infer(await runtime.resolve(name), body, runtime)
+    body, binary = await _read(request)
+    return await _infer(await runtime.resolve(name), body, binary, runtime)
 
 
 @router.post(
@@ -117,20 +123,43 @@ async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Respo
     openapi_extra=json_body(InferRequest),
 )
 async def infer_version(name: ModelName, version: Version, request: Request, runtime: RuntimeDep) -> Response:
-    body = await read_json(request, InferRequest)
-    return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, runtime)
+    body, binary = await _read(request)
+    return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, binary, runtime)
 
 
-async def _infer(fs: FactorSetInfo, body: InferRequest, runtime: Runtime) -> Response:
+async def _read(request: Request) -> tuple[InferRequest, bytes]:
+    """The JSON header and, with the binary tensor extension (``Inference-Header-Content-Length``), the bytes
+    that follow it."""
+    declared = request.headers.get(BINARY_HEADER)
+    if declared is None:
+        return await read_json(request, InferRequest), b""
+    raw = await request.body()
+    if not declared.isdigit() or not 0 < int(declared) <= len(raw):
+        raise InvalidInputError(
+            f"{BINARY_HEADER} is {declared!r}, but it must be the JSON header's length in bytes, at most the body's "
+            f"{len(raw)}"
+        )
+    n = int(declared)
+    try:
+        return InferRequest.model_validate_json(raw[:n]), raw[n:]
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+async def _infer(fs: FactorSetInfo, body: InferRequest, binary: bytes, runtime: Runtime) -> Response:
     tasks, combined, names = requested_tasks(fs, body)
     entry, _ = await runtime.assembly(fs, tasks, combined=combined)
-    x = runtime.check_batch(decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape), entry)
-    outputs = await runtime.infer(entry, x)
+    x = decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape, binary=binary)
+    outputs = await runtime.infer(entry, runtime.check_batch(x, entry))
     result: dict[str, Any] = {"model_name": fs.name, "model_version": str(fs.version)}
     if body.id is not None:
         result["id"] = body.id
-    result["outputs"] = encode_outputs(entry, outputs, names)
-    return Response(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    result["outputs"], blobs = encode_outputs(entry, outputs, names, binary=binary_outputs(body, names))
+    header = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return Response(header, media_type="application/json")
+    return Response(header + blobs, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
 
 
 def _metadata(fs: FactorSetInfo, runtime: Runtime) -> ModelMetadata:

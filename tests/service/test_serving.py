@@ -413,3 +413,67 @@ def test_npy_inputs_of_every_layout_and_dtype_decode_exactly() -> None:
     np.save(truncated, np.zeros((1, 1, 4, 4), np.float32))
     with pytest.raises(Exception, match="data holds"):
         decode_inputs(base64.b64encode(truncated.getvalue()[:-8]).decode())
+
+
+# ------------------------------------------------------------------------------------------------ binary tensors
+def _binary_request(x: np.ndarray, outputs: list[dict[str, Any]], **parameters: Any) -> tuple[bytes, dict[str, str]]:
+    """A request in the binary tensor extension's layout: JSON header, then the input's raw little-endian bytes."""
+    import json
+
+    blob = x.astype("<f4").tobytes()
+    header = {
+        "id": "bin-1",
+        "inputs": [
+            {"name": "x", "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": len(blob)}}
+        ],
+        "outputs": outputs,
+    }
+    if parameters:
+        header["parameters"] = parameters
+    head = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head)), "content-type": "application/octet-stream"}
+    return head + blob, headers
+
+
+def test_v2_binary_tensor_extension_in_and_out(api: Any, trained: Trained) -> None:
+    import json
+
+    assert "binary_tensor_data" in api.get("/v2").json()["extensions"]
+    want = trained.logits()
+    outputs = [{"name": "logits_pos_x", "parameters": {"binary_data": True}}, {"name": "label_shape"}]
+    body, headers = _binary_request(trained.x, outputs)
+    r = api.post("/v2/models/fs/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    head = json.loads(r.content[:n])
+    assert head["id"] == "bin-1"
+    logits, label = head["outputs"]
+    assert logits["parameters"]["binary_data_size"] == 4 * 8 * 32 and "data" not in logits
+    got = np.frombuffer(r.content[n:], dtype="<f4").reshape(logits["shape"])
+    assert np.abs(got - want["pos_x"]).max() <= TOL
+    assert label["data"] == want["shape"].argmax(axis=1).tolist()  # not asked as binary: JSON
+
+    body, headers = _binary_request(trained.x, [{"name": "label_scale"}], binary_data_output=True)
+    r = api.post("/v2/models/fs/infer", content=body, headers=headers)
+    n = int(r.headers["inference-header-content-length"])
+    labels = np.frombuffer(r.content[n:], dtype="<i8")
+    assert labels.tolist() == want["scale"].argmax(axis=1).tolist()
+
+    body, headers = _binary_request(trained.x, [{"name": "probs_shape"}])  # binary in, JSON out
+    r = api.post("/v2/models/fs/infer", content=body, headers=headers)
+    assert r.headers["content-type"].startswith("application/json")
+    assert np.asarray(r.json()["outputs"][0]["data"]).reshape(8, 3).sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_binary_requests_are_400s(api: Any, trained: Trained) -> None:
+    body, headers = _binary_request(trained.x, [{"name": "label_shape"}])
+    r = api.post("/v2/models/fs/infer", content=body[:-4], headers=headers)  # truncated tensor bytes
+    _v2_error(r, 400, "binary_data_size", "bytes")
+    bad = dict(headers, **{"Inference-Header-Content-Length": str(len(body) + 10)})
+    _v2_error(api.post("/v2/models/fs/infer", content=body, headers=bad), 400, "Inference-Header-Content-Length")
+    bad = dict(headers, **{"Inference-Header-Content-Length": "abc"})
+    _v2_error(api.post("/v2/models/fs/infer", content=body, headers=bad), 400, "Inference-Header-Content-Length")
+    bad = dict(headers, **{"Inference-Header-Content-Length": "5"})
+    _v2_error(api.post("/v2/models/fs/infer", content=body, headers=bad), 400, "json")
+    tensor = {"name": "x", "shape": [1, 1, 64, 64], "datatype": "FP32"}
+    _v2_error(api.post("/v2/models/fs/infer", json={"inputs": [tensor]}), 400, "no data")
