@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import threading
 import time
 import uuid
@@ -38,81 +37,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kf_core import _ort
 from kf_core.assemble import assemble_bytes, assemble_session
-from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
-from kf_core.parts import FactorParts, load_parts
+from kf_core.parts import FactorParts
+from kf_core.predict import check_batch
 from service import catalog
 from service.artifacts import ArtifactStore
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.db import session_scope
 from service.errors import ArtifactError, InvalidInputError
-from service.models import Assembly, FactorSet
+from service.factor_refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
+from service.models import Assembly
 from service.providers import CPU, Provider, choose_provider
 
-__all__ = ["Entry", "FactorSetInfo", "Runtime", "RuntimeStats", "parse_pins"]
+__all__ = ["Entry", "Runtime", "RuntimeStats", "parse_pins"]
 
 log = logging.getLogger(__name__)
 
 ONNX = "application/onnx"
 _CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, see service.config)
 _RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
-_SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 CacheKey = tuple[uuid.UUID, tuple[str, ...], bool, str]
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    output: str
-    classes: list[int]
-    class_names: list[str]
-
-
-@dataclass(frozen=True)
-class FactorSetInfo:
-    """What serving needs to know about a factor set, read once from the catalog (factor sets never change)."""
-
-    id: uuid.UUID
-    name: str
-    version: int
-    versions: list[int]  # every version under this name (for v2 model metadata)
-    tasks: list[TaskInfo]  # in the factor set's order
-    input_spec: dict[str, Any]
-    manifest_sha256: str
-    manifest_size: int
-
-    @property
-    def task_names(self) -> list[str]:
-        return [t.name for t in self.tasks]
-
-    def task(self, name: str) -> TaskInfo:
-        for t in self.tasks:
-            if t.name == name:
-                return t
-        raise UnknownTaskError("task", name, self.task_names)
-
-    def canonical_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
-        """``tasks`` validated and put in the factor set's order; ``None`` means all of them."""
-        if tasks is None:
-            return tuple(self.task_names)
-        if isinstance(tasks, str):
-            raise ConfigError(f"tasks must be a list of task names, not the string {tasks!r}")
-        if not tasks:
-            raise EmptyTaskListError(f"no tasks given: name at least one of {', '.join(self.task_names)}")
-        seen: set[str] = set()
-        for name in tasks:
-            self.task(name)
-            if name in seen:
-                raise ConfigError(f"task {name!r} is listed twice; name each task once")
-            seen.add(name)
-        return tuple(n for n in self.task_names if n in seen)
 
 
 @dataclass(frozen=True)
@@ -237,7 +188,7 @@ class Runtime:
             info = await asyncio.get_running_loop().run_in_executor(self._build_pool, self._resolve_sync, ref)
         finally:
             del self._resolving[ref]
-        immutable = _is_uuid(ref) or ":" in ref
+        immutable = is_immutable_ref(ref)
         if len(self._resolved) > 4096:
             self._resolved.clear()
         self._resolved[ref] = (float("inf") if immutable else started, info)
@@ -245,20 +196,7 @@ class Runtime:
 
     def _resolve_sync(self, ref: str) -> FactorSetInfo:
         with self._factory() as session:
-            fs = catalog.resolve_factor_set(session=session, ref=ref)
-            versions = catalog.factor_set_versions(session=session, name=fs.name)
-            return FactorSetInfo(
-                id=fs.id,
-                name=fs.name,
-                version=fs.version,
-                versions=versions,
-                tasks=[
-                    TaskInfo(f.task, f.output, list(f.classes), [str(c) for c in f.class_names]) for f in fs.factors
-                ],
-                input_spec=dict(fs.input_spec),
-                manifest_sha256=fs.manifest_artifact.sha256,
-                manifest_size=fs.manifest_artifact.size_bytes,
-            )
+            return load_factor_set_info(session=session, ref=ref)
 
     # ----------------------------------------------------------------- assemblies
     async def assembly(
@@ -308,8 +246,6 @@ class Runtime:
 
     def check_batch(self, x: np.ndarray, entry: Entry) -> np.ndarray:
         """``x`` as float32 if it fits the entry's input and ``KF_MAX_BATCH``, else a clear error."""
-        from kf_core.predict import check_batch
-
         x = check_batch(x, entry.input_shape)
         if len(x) > self.settings.max_batch:
             raise InvalidInputError(
@@ -363,20 +299,13 @@ class Runtime:
         started = time.perf_counter()
         tasks_key = ",".join(sorted(names))
         with self._factory() as session:
-            row = session.scalar(
-                select(Assembly).where(
-                    Assembly.factor_set_id == fs.id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
-                )
-            )
+            row = session.scalar(_assembly_row(fs.id, tasks_key, combined))
             stored = (row.id, row.graph_artifact.sha256, row.graph_artifact.size_bytes) if row is not None else None
         session_obj: Any = None
         source = "stored"
         if stored is not None:
             try:
-                data = self._store.read_bytes(stored[1], size=stored[2])
-                session_obj = _ort.create_session(
-                    data, providers=self.provider.providers, options=_ort.session_options(self.threads)
-                )
+                session_obj = self._stored_session(stored[1], stored[2])
                 assembly_id, sha, size = stored
                 self.stats.loads += 1
             except ArtifactError as exc:
@@ -393,10 +322,7 @@ class Runtime:
                 assembly_id, sha, size = stored_future.result()
             else:
                 assembly_id, sha, size = stored_future.result()
-                data = self._store.read_bytes(sha, size=size)
-                session_obj = _ort.create_session(
-                    data, providers=self.provider.providers, options=_ort.session_options(self.threads)
-                )
+                session_obj = self._stored_session(sha, size)
         entry = _entry(key, assembly_id, fs, names, combined, sha, size, source, session_obj)
         entry.provider = str(session_obj.get_providers()[0])
         if entry.provider != self.provider.name:
@@ -429,34 +355,25 @@ class Runtime:
                 with session.begin_nested():  # another replica may record the same assembly at the same moment
                     session.add(row)
             except IntegrityError:
-                found = session.scalar(
-                    select(Assembly.id).where(
-                        Assembly.factor_set_id == fs.id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
-                    )
-                )
+                found = session.scalar(_assembly_row(fs.id, tasks_key, combined))
                 assert found is not None
-                return found
+                return found.id
             return row.id
 
+    def _stored_session(self, sha256: str, size: int) -> Any:
+        """A session over a graph in the artifact store (verified), optimised by ORT as it is created."""
+        data = self._store.read_bytes(sha256, size=size)
+        return _ort.create_session(data, providers=self.provider.providers, options=_ort.session_options(self.threads))
+
     def _parts(self, fs: FactorSetInfo) -> FactorParts:
-        """The factor set's parts, copied out of the artifact store (verified) into the work dir once."""
-        directory = self._parts_dir / fs.manifest_sha256
-        with self._parts_lock:
-            try:
-                return load_parts(directory)
-            except ModelFileError:
-                pass  # not copied yet, or damaged on disk: copy (again) from the verified store
-            manifest_bytes = self._store.read_bytes(fs.manifest_sha256, size=fs.manifest_size)
-            manifest = json.loads(manifest_bytes)
-            entries = [manifest["ckn"], *manifest["tasks"].values()]
-            for e in entries:
-                if not _SAFE_FILE.match(str(e["file"])):
-                    raise ModelFileError(f"factor set {fs.name}:{fs.version} names a part file {e['file']!r}; refused")
-            directory.mkdir(parents=True, exist_ok=True)
-            for e in entries:
-                self._store.copy_to(str(e["sha256"]), directory / str(e["file"]))
-            (directory / "manifest.json").write_bytes(manifest_bytes)
-            return load_parts(directory)
+        with self._parts_lock:  # one thread copies a factor set's parts; the others then find them in place
+            return materialize_parts(self._store, fs, self._parts_dir / fs.manifest_sha256)
+
+
+def _assembly_row(factor_set_id: uuid.UUID, tasks_key: str, combined: bool) -> Select[Assembly]:
+    return select(Assembly).where(
+        Assembly.factor_set_id == factor_set_id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
+    )
 
 
 def _entry(
@@ -495,15 +412,3 @@ def _entry(
         input_shape=shape,
         outputs=outputs,
     )
-
-
-def _is_uuid(ref: str) -> bool:
-    try:
-        uuid.UUID(ref)
-    except ValueError:
-        return False
-    return True
-
-
-def factor_set_ref(fs: FactorSet) -> str:
-    return f"{fs.name}:{fs.version}"
