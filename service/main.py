@@ -26,7 +26,7 @@ from service.auth import Authenticator, required_scope
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker
 from service.metrics import register_collectors
-from service.middleware import HttpMetrics, RequestMiddleware
+from service.middleware import HttpMetrics, RequestMiddleware, is_v2_path
 from service.migrate import check_schema
 from service.routes import (
     artifacts,
@@ -84,16 +84,12 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
-def _is_v2(request: Request) -> bool:
-    return request.url.path == "/v2" or request.url.path.startswith("/v2/")
-
-
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if _is_v2(request):  # the Open Inference Protocol's error shape; its bad requests are 400s
+    if is_v2_path(request.url.path):  # the Open Inference Protocol's error shape; its bad requests are 400s
         return JSONResponse(status_code=400 if status == 422 else status, content={"error": str(exc)}, headers=headers)
     return JSONResponse(status_code=status, content={"detail": str(exc), "error": type(exc).__name__}, headers=headers)
 
@@ -111,7 +107,7 @@ async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in e.get("loc", ()))
         problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
     message = "invalid request: " + "; ".join(problems)
-    if _is_v2(request):
+    if is_v2_path(request.url.path):
         return JSONResponse(status_code=400, content={"error": message})
     content = {"detail": message, "error": "RequestValidationError", "errors": jsonable_encoder(exc.errors())}
     return JSONResponse(status_code=422, content=content)
@@ -135,7 +131,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components.setdefault("schemas", {}).update(body_schemas())
         components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer", "description": _KEYS_DOC}}
         for path, ops in schema["paths"].items():
-            v2 = path == "/v2" or path.startswith("/v2/")
+            v2 = is_v2_path(path)
             error = {"$ref": "#/components/schemas/" + ("V2Error" if v2 else "ErrorBody")}
             for method, op in ops.items():
                 if v2:

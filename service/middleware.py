@@ -18,7 +18,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 
-__all__ = ["HttpMetrics", "RequestMiddleware"]
+__all__ = ["HttpMetrics", "RequestMiddleware", "is_v2_path"]
 
 log = logging.getLogger("kf.request")
 
@@ -104,6 +104,11 @@ def _incoming_id(scope: dict[str, Any]) -> str | None:
     return None
 
 
+def is_v2_path(path: str) -> bool:
+    """A route of the Open Inference Protocol (``/v2``), whose errors have the shape ``{"error": "..."}``."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
     for key, value in scope.get("headers", ()):
         if key == name:
@@ -139,8 +144,7 @@ def _limited(receive: Any, limit: int) -> Any:
 
 async def _reject(scope: dict[str, Any], send: Any, message: str) -> None:
     """A 413 before the body is read, in the error shape of the API the path belongs to."""
-    path = scope.get("path", "")
-    v2 = path == "/v2" or path.startswith("/v2/")
+    v2 = is_v2_path(scope.get("path", ""))
     body = orjson.dumps({"error": message} if v2 else {"detail": message, "error": "PayloadTooLargeError"})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.schemas import ErrorBody
 
-__all__ = ["body_schemas", "documented", "json_body", "read_json"]
+__all__ = ["body_schemas", "documented", "json_body", "parse_json", "read_json"]
 
 _M = TypeVar("_M", bound=BaseModel)
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -79,7 +79,11 @@ def body_schemas() -> dict[str, Any]:
 async def read_json(request: Request, model: type[_M]) -> _M:
     """The body parsed and validated in one pass by pydantic's JSON parser (about twice as fast as json.loads
     followed by validation, which matters for prediction batches); errors are FastAPI's usual 422."""
-    raw = await request.body()
+    return parse_json(await request.body(), model)
+
+
+def parse_json(raw: bytes, model: type[_M]) -> _M:
+    """``raw`` parsed and validated as ``model``; errors are FastAPI's usual 422 (400 on /v2)."""
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -11,13 +11,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from sqlalchemy import text
 
 from service.deps import RuntimeDep
 from service.errors import InvalidInputError
+from service.factor_refs import FactorSetInfo
 from service.oip import (
     InferRequest,
     InferResponse,
@@ -34,8 +33,8 @@ from service.oip import (
     model_metadata,
     requested_tasks,
 )
-from service.routes import json_body, read_json
-from service.runtime import FactorSetInfo, Runtime
+from service.routes import json_body, parse_json, read_json
+from service.runtime import Runtime
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
@@ -140,11 +139,7 @@ async def _read(request: Request) -> tuple[InferRequest, bytes]:
             f"{len(raw)}"
         )
     n = int(declared)
-    try:
-        return InferRequest.model_validate_json(raw[:n]), raw[n:]
-    except ValidationError as exc:
-        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        raise RequestValidationError(errors) from None
+    return parse_json(raw[:n], InferRequest), raw[n:]
 
 
 async def _infer(fs: FactorSetInfo, body: InferRequest, binary: bytes, runtime: Runtime) -> Response:
