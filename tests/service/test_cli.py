@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,15 +17,9 @@ import pytest
 
 from service.cli import main as kf
 from tests.conftest import make_settings
-from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, wait_for
+from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, free_port, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -37,7 +30,7 @@ def server(tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, **settings_env(make_settings(tmp_path, f"sqlite:///{tmp_path}/catalog.db"))}
     kf_cmd = [sys.executable, "-m", "service.cli"]
     subprocess.run([*kf_cmd, "db", "upgrade"], env=env, check=True, capture_output=True)
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([*kf_cmd, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

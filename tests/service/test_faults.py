@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,19 +18,13 @@ from sqlalchemy import func, select
 from service.artifacts import ArtifactStore
 from service.models import Job
 from tests.conftest import _pg_admin, make_job, make_settings, open_client, pg_schema
-from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, upload_teacher, wait_for
+from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, free_port, upload_teacher, wait_for
 from tests.service.serving import Trained, register, train_small_factor_set
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return train_small_factor_set(tmp_path_factory.mktemp("factorized"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -43,7 +36,7 @@ class RedisServer:
             if os.environ.get("KF_TEST_REQUIRE_SERVICES") == "1":
                 pytest.fail("redis-server is not installed and KF_TEST_REQUIRE_SERVICES=1")
             pytest.skip("redis-server is not installed")
-        self.binary, self.tmp, self.port = binary, tmp, _free_port()
+        self.binary, self.tmp, self.port = binary, tmp, free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
