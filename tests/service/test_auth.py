@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from service.auth import create_key, required_scope, revoke_key
-from service.models import ApiKey
+from service.api.auth import create_key, required_scope, revoke_key
+from service.catalog.models import ApiKey
 from tests.conftest import open_client
 from tests.factories import tiny_job_body
 
@@ -70,7 +70,7 @@ def test_health_readiness_and_metrics_stay_open(api: Any) -> None:
 
 
 def test_a_revoked_key_stops_working(api: Any, keys: dict[str, str], session: Any) -> None:
-    from service import auth
+    from service.api import auth
 
     prefix = keys["predict"].split("_")[1]
     revoke_key(session=session, prefix=prefix)

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from service.db import make_engine, make_sessionmaker
-from service.leases import claim_job
-from service.models import Job
-from service.runners import recover_rq_jobs
+from service.catalog.db import make_engine, make_sessionmaker
+from service.catalog.leases import claim_job
+from service.catalog.models import Job
+from service.jobs.runners import recover_rq_jobs
 
 
 @pytest.fixture
