@@ -42,7 +42,7 @@ from service.catalog.db import make_engine, make_sessionmaker
 from service.catalog.migrate import check_schema
 from service.config import Settings, get_settings
 from service.jobs.runners import Runner, make_runner
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
 
 RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from service.api.routes import documented, json_body, read_json
 from service.deps import RuntimeDep
 from service.schemas import PredictRequest, PredictResponse
-from service.serving import decode_inputs, predictions_json
+from service.serving.v1 import decode_inputs, predictions_json
 
 router = APIRouter(prefix="/v1", tags=["serving"])
 

@@ -17,8 +17,9 @@ from sqlalchemy import text
 from service.api.routes import json_body, parse_json, read_json
 from service.deps import RuntimeDep
 from service.errors import InvalidInputError
-from service.factor_refs import FactorSetInfo
-from service.oip import (
+from service.serving.refs import FactorSetInfo
+from service.serving.runtime import Runtime
+from service.serving.v2 import (
     InferRequest,
     InferResponse,
     ModelMetadata,
@@ -34,7 +35,6 @@ from service.oip import (
     model_metadata,
     requested_tasks,
 )
-from service.runtime import Runtime
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 

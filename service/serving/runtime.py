@@ -1,6 +1,6 @@
 """Serving runtime: factor set references, the assembly cache, ONNX Runtime sessions and micro-batchers.
 
-    runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.providers)
+    runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.serving.providers)
     entry, state = await runtime.assembly("dsprites:2", ["shape", "scale"])
     outputs = await runtime.infer(entry, x)                 # micro-batched session.run in a worker thread
 
@@ -45,15 +45,15 @@ from kf_core import _ort
 from kf_core.assemble import assemble_bytes, assemble_session
 from kf_core.parts import FactorParts
 from kf_core.predict import check_batch
-from service.batching import MicroBatcher
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import session_scope
 from service.catalog.models import Assembly
 from service.config import Settings
 from service.errors import ArtifactError, InvalidInputError
-from service.factor_refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
-from service.providers import CPU, Provider, choose_provider
+from service.serving.batching import MicroBatcher
+from service.serving.providers import CPU, Provider, choose_provider
+from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 
 __all__ = ["Entry", "Runtime", "RuntimeStats", "parse_pins"]
 
