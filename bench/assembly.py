@@ -59,11 +59,11 @@ def build(out: Path) -> None:
 def measure(directory: Path, reps: int, threads: int | None) -> dict[str, Any]:
     import numpy as np
 
-    from kf_core import _ort
+    from kf_core import ort
     from kf_core.assemble import assemble_bytes, assemble_session, load_parts
     from kf_core.parts import clear_parts_cache
 
-    ort = _ort.import_onnxruntime()
+    ort = ort.import_onnxruntime()
     names = list(TASKS)
     cores, load = len(os.sched_getaffinity(0)), os.getloadavg()[0]
     print(f"onnxruntime {ort.__version__}, {cores} usable cores, intra-op threads {threads or 'auto'}, load {load:.1f}")
@@ -82,9 +82,7 @@ def measure(directory: Path, reps: int, threads: int | None) -> dict[str, Any]:
     cold_cpu_ms: list[float] = []
     cold_ms = _times(lambda: assemble_session(load_parts(directory), names, threads=threads), reps, cold_cpu_ms)
     portable_ms = _times(
-        lambda: _ort.create_session(
-            assemble_bytes(load_parts(directory), names), options=_ort.session_options(threads)
-        ),
+        lambda: ort.create_session(assemble_bytes(load_parts(directory), names), options=ort.session_options(threads)),
         max(5, reps // 4),
     )
 

@@ -271,10 +271,10 @@ def main() -> None:
 
     import numpy as np
 
-    from kf_core import _ort
+    from kf_core import ort
 
     cores, load = len(os.sched_getaffinity(0)), os.getloadavg()[0]
-    print(f"{cores} usable cores, load {load:.1f}; onnxruntime {_ort.import_onnxruntime().__version__}")
+    print(f"{cores} usable cores, load {load:.1f}; onnxruntime {ort.import_onnxruntime().__version__}")
     if load > cores / 2:
         print(f"NOTE: other processes keep {load:.1f} cores busy; figures include waiting for a core")
     with tempfile.TemporaryDirectory(prefix="kf-bench-serve-") as tmp:
@@ -317,7 +317,7 @@ def main() -> None:
 async def _measure(args: argparse.Namespace, kf_port: int, torch_port: int) -> dict[str, Any]:
     import numpy as np
 
-    from kf_core import _ort
+    from kf_core import ort
 
     rng = np.random.default_rng(0)
     x = (rng.random((1, 1, 64, 64)) > 0.9).astype(np.float32)  # dSprites-like binary image
@@ -350,7 +350,7 @@ async def _measure(args: argparse.Namespace, kf_port: int, torch_port: int) -> d
     )
     assembly = json.loads(answer)
     _, graph = await _once("GET", kf_port, assembly["onnx_url"])
-    session = _ort.create_session(graph)
+    session = ort.create_session(graph)
     names = [o["name"] for o in assembly["outputs"]]
     raw_ms = []
     for _ in range(50):

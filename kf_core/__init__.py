@@ -13,11 +13,31 @@ Importing the package fails with a clear message when no ONNX Runtime wheel is i
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kf_core._ort import import_onnxruntime as _import_onnxruntime
+from kf_core.ort import import_onnxruntime as _import_onnxruntime
 
 _import_onnxruntime()  # fail now, with the fix in the message, rather than deep inside a run
+
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time they load on first use
+    from kf_core.assemble import COMBINED, assemble, assemble_bytes, assemble_session, assemble_to_file, load_parts
+    from kf_core.data import ArrayDataset, DataSpec, load_digits, load_dsprites, load_image_folder, load_npz, load_split
+    from kf_core.data.dsprites import class_names as dsprites_class_names
+    from kf_core.engine_demo import demo_recipe, run_demo
+    from kf_core.errors import KfError
+    from kf_core.export import export_factor_set
+    from kf_core.factor import FactorConfig, FactorNet, NetSpec
+    from kf_core.loop import Callback, TrainConfig, TrainState
+    from kf_core.nets import create_net, list_nets
+    from kf_core.parts import FactorParts
+    from kf_core.pipeline import run_factorization, run_teacher_fit
+    from kf_core.predict import check_batch, predict_file
+    from kf_core.progress_bar import ProgressBar
+    from kf_core.recipes import Recipe, get_recipe, list_recipes
+    from kf_core.registry import register_net
+    from kf_core.tasks import TaskSpec, class_groups, one_vs_all, select_tasks, validate_tasks
+    from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher
+    from kf_core.train import factorize, fit_teacher
 
 _EXPORTS: dict[str, str] = {
     # errors
@@ -34,8 +54,8 @@ _EXPORTS: dict[str, str] = {
     "class_groups": "kf_core.tasks",
     "one_vs_all": "kf_core.tasks",
     # networks
-    "create_net": "kf_core.registry",
-    "list_nets": "kf_core.registry",
+    "create_net": "kf_core.nets",
+    "list_nets": "kf_core.nets",
     "register_net": "kf_core.registry",
     # teachers
     "Teacher": "kf_core.teacher",
@@ -59,16 +79,83 @@ _EXPORTS: dict[str, str] = {
     "load_parts": "kf_core.assemble",
     "assemble": "kf_core.assemble",
     "assemble_to_file": "kf_core.assemble",
+    # engine helpers the service and command line use
+    "OnnxTeacher": "kf_core.teacher",
+    "TorchScriptTeacher": "kf_core.teacher",
+    "select_tasks": "kf_core.tasks",
+    "validate_tasks": "kf_core.tasks",
+    "TrainState": "kf_core.loop",
+    "ProgressBar": "kf_core.progress_bar",
+    "demo_recipe": "kf_core.engine_demo",
+    "run_demo": "kf_core.engine_demo",
+    "dsprites_class_names": "kf_core.data.dsprites:class_names",
+    # serving (no torch): parts, assembled sessions, batch checks
+    "FactorParts": "kf_core.parts",
+    "COMBINED": "kf_core.assemble",
+    "assemble_bytes": "kf_core.assemble",
+    "assemble_session": "kf_core.assemble",
+    "check_batch": "kf_core.predict",
+    "predict_file": "kf_core.predict",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the two equal)
+    "COMBINED",
+    "ArrayDataset",
+    "Callback",
+    "DataSpec",
+    "FactorConfig",
+    "FactorNet",
+    "FactorParts",
+    "KfError",
+    "NetSpec",
+    "OnnxTeacher",
+    "ProgressBar",
+    "Recipe",
+    "TaskSpec",
+    "Teacher",
+    "TorchScriptTeacher",
+    "TrainConfig",
+    "TrainState",
+    "assemble",
+    "assemble_bytes",
+    "assemble_session",
+    "assemble_to_file",
+    "check_batch",
+    "class_groups",
+    "create_net",
+    "demo_recipe",
+    "dsprites_class_names",
+    "export_factor_set",
+    "factorize",
+    "fit_teacher",
+    "get_recipe",
+    "list_nets",
+    "list_recipes",
+    "load_digits",
+    "load_dsprites",
+    "load_image_folder",
+    "load_npz",
+    "load_parts",
+    "load_split",
+    "load_teacher",
+    "one_vs_all",
+    "predict_file",
+    "register_net",
+    "run_demo",
+    "run_factorization",
+    "run_teacher_fit",
+    "save_teacher",
+    "select_tasks",
+    "validate_tasks",
+]
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
         raise AttributeError(f"module 'kf_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = target.partition(":")  # "module:attr" exports a name under another one
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value
     return value
 

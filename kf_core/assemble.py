@@ -8,7 +8,7 @@ classes). For tasks that are disjoint class subsets of one teacher output, ``com
 
 Two products, one composition: :func:`assemble` gives the portable graph (weights inline, standard ONNX), for
 storing; :func:`assemble_session` gives a ready ONNX Runtime session, built for speed from parts that ORT
-optimised once, their weights kept as ready OrtValues (see :mod:`kf_core._ort`). Both are checked with
+optimised once, their weights kept as ready OrtValues (see :mod:`kf_core.ort`). Both are checked with
 ``onnx.checker`` every time. This module must not import torch; a test checks that in a fresh interpreter.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from kf_core import _ort
+from kf_core import ort
 from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
 from kf_core.parts import FactorParts, load_parts, read_onnx
 
@@ -98,9 +98,9 @@ def assemble_session(
     costs a small composition, the checker and a session over a ~50 KB graph. Other providers get the portable
     graph with ORT's optimisations applied at session creation.
     """
-    if list(providers or [_ort.CPU]) != [_ort.CPU]:
+    if list(providers or [ort.CPU]) != [ort.CPU]:
         data = assemble_bytes(parts, tasks, combined=combined, probabilities=probabilities)
-        return _ort.create_session(data, providers=providers, options=_ort.session_options(threads))
+        return ort.create_session(data, providers=providers, options=ort.session_options(threads))
     names, union = _plan(parts, tasks, combined)
     pieces = [_cpu_piece(parts, None)] + [_cpu_piece(parts, n) for n in names]
     model = _header(parts, names, union, probabilities, [p.header for p in pieces])
@@ -118,7 +118,7 @@ def assemble_session(
     _check(twin.SerializeToString(), names)
     weights = {k: v for p in pieces for k, v in p.weights.items()}
     data = model.SerializeToString()
-    return _ort.create_session(data, options=_ort.session_options(threads, optimize=False), external_weights=weights)
+    return ort.create_session(data, options=ort.session_options(threads, optimize=False), external_weights=weights)
 
 
 def _portable(
@@ -283,11 +283,11 @@ def _cpu_piece(parts: FactorParts, task: str | None) -> _CpuPiece:
 
 def _build_piece(parts: FactorParts, task: str | None) -> _CpuPiece:
     source = parts.ckn if task is None else parts.tasks[task]
-    optimized = _ort.optimize_for_cpu(source.SerializeToString())
+    optimized = ort.optimize_for_cpu(source.SerializeToString())
     graph = onnx.GraphProto()
     prefix, outputs = (_CKN, {}) if task is None else (f"{task}/", {"logits": f"logits_{task}"})
     _add_renamed(graph, optimized.graph, prefix, outputs)
-    weights = _ort.detach_weights(graph)
+    weights = ort.detach_weights(graph)
     checked = onnx.GraphProto(node=graph.node)
     for t in graph.initializer:
         if t.name in weights:

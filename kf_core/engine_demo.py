@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kf_core._ort import create_session
 from kf_core.assemble import assemble, load_parts
 from kf_core.data.spec import load_split
 from kf_core.loop import TrainConfig
+from kf_core.ort import create_session
 from kf_core.pipeline import recipe_tasks, run_factorization, run_teacher_fit
 from kf_core.predict import predict_array
 from kf_core.progress_bar import ProgressBar

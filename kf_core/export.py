@@ -24,14 +24,27 @@ import onnxscript.optimizer
 import torch
 from torch import nn
 
-from kf_core._ort import create_session
 from kf_core.errors import ConfigError, ExportMismatchError, InputShapeError
 from kf_core.factor import FactorNet
+from kf_core.ort import create_session
 from kf_core.parts import FORMAT, MANIFEST
 
-__all__ = ["export_factor_set", "export_module"]
+__all__ = ["EXPORT_ATOL", "drift", "export_factor_set", "export_module"]
 
 BATCH = "batch"  # the name of every input's and output's dynamic first axis
+EXPORT_ATOL = 1e-5  # how far an ONNX graph may drift from torch: atol x max(1, largest |output|), see drift()
+
+
+def drift(want: np.ndarray, have: np.ndarray) -> tuple[float, float]:
+    """``(max abs difference, scale)`` of ``have`` against ``want``; a graph agrees when ``diff <= atol * scale``.
+
+    float32 rounding grows with the outputs' magnitude (logits of a trained teacher reach tens), so the tolerance
+    is ``atol`` for outputs up to 1 in size and ``atol`` relative to the largest output beyond that. A NaN
+    difference never compares as within the tolerance.
+    """
+    if not want.size:
+        return 0.0, 1.0
+    return float(np.max(np.abs(want - have))), max(1.0, float(np.max(np.abs(want))))
 
 
 def export_module(
@@ -42,7 +55,7 @@ def export_module(
     input_names: Sequence[str],
     output_names: Sequence[str],
     opset: int = 18,
-    atol: float = 1e-5,
+    atol: float = EXPORT_ATOL,
 ) -> onnx.ModelProto:
     """Export ``module`` (in eval mode) to ``path`` with a dynamic ``batch`` axis, verify it, and return it.
 
@@ -74,7 +87,7 @@ def export_factor_set(
     sample: torch.Tensor,
     class_names: Mapping[str, Sequence[str]] | None = None,
     output_sizes: Mapping[str, int] | None = None,
-    atol: float = 1e-5,
+    atol: float = EXPORT_ATOL,
     opset: int = 18,
 ) -> dict[str, Any]:
     """Write ``ckn.onnx``, ``task_<name>.onnx`` per task and ``manifest.json`` to ``out_dir``; return the manifest.
@@ -195,10 +208,7 @@ def _verify(
                 raise ExportMismatchError(
                     f"output {name!r} at batch {len(batch[0])}: ONNX shape {have.shape}, torch {want_np.shape}"
                 )
-            diff = float(np.max(np.abs(want_np - have))) if want_np.size else 0.0
-            # float32 rounding grows with the outputs' magnitude (logits of a trained teacher reach tens), so the
-            # tolerance is atol for outputs up to 1 in size and atol relative to the largest output beyond that.
-            scale = max(1.0, float(np.max(np.abs(want_np)))) if want_np.size else 1.0
+            diff, scale = drift(want_np, have)
             if not diff <= atol * scale:  # also catches NaN
                 raise ExportMismatchError(
                     f"output {name!r} at batch {len(batch[0])}: max abs difference {diff:.3g} between ONNX "

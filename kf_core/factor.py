@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from kf_core.errors import ConfigError, UnknownTaskError
+from kf_core.nets import create_net
 from kf_core.nets.base import Backbone, GaussianEncoder
-from kf_core.registry import create_net
 from kf_core.tasks import TaskSpec
 
 __all__ = ["CknPart", "FactorConfig", "FactorNet", "FactorOutput", "NetSpec", "TaskPart"]
@@ -31,7 +31,7 @@ __all__ = ["CknPart", "FactorConfig", "FactorNet", "FactorOutput", "NetSpec", "T
 class NetSpec:
     """A registered architecture and its extra keyword arguments (JSON-serialisable)."""
 
-    name: str  # registry name, see kf_core.registry.list_nets()
+    name: str  # registry name, see kf_core.nets.list_nets()
     kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"width": 0.25}
 
     def build(self, *, in_channels: int, input_size: tuple[int, int], feature_dim: int | None) -> Backbone:

@@ -19,8 +19,10 @@ import torch
 from kf_core.accuracy import factor_accuracy, teacher_accuracy
 from kf_core.assemble import assemble, load_parts
 from kf_core.data.spec import load_split
-from kf_core.export import export_factor_set
+from kf_core.errors import ExportMismatchError
+from kf_core.export import EXPORT_ATOL, drift, export_factor_set
 from kf_core.loop import Callback
+from kf_core.ort import create_session
 from kf_core.recipes import Recipe
 from kf_core.report import plot_accuracy, plot_curves, write_json
 from kf_core.tasks import TaskSpec, select_tasks, task_labels, validate_tasks
@@ -150,9 +152,12 @@ def _class_names(teacher: Teacher, task: TaskSpec) -> list[str]:
 
 
 def _check_assembly(parts_dir: Path, model: Any, x: np.ndarray, tasks: Sequence[TaskSpec]) -> dict[str, Any]:
-    """Assemble all tasks and compare the ONNX Runtime outputs with the torch factor networks."""
-    from kf_core._ort import create_session
+    """Assemble all tasks and compare the ONNX Runtime outputs with the torch factor networks.
 
+    The gate of every run: an assembled graph that drifts from torch beyond the export tolerance raises
+    :class:`ExportMismatchError`, so no caller (the service's jobs included) can register a factor set whose
+    served predictions would differ from the networks it measured.
+    """
     names = [t.name for t in tasks]
     graph = assemble(load_parts(parts_dir), names)
     session = create_session(graph)
@@ -160,8 +165,17 @@ def _check_assembly(parts_dir: Path, model: Any, x: np.ndarray, tasks: Sequence[
     model.eval()
     with torch.no_grad():
         want = model(torch.from_numpy(x))
-    diff = max(float(np.abs(g - want[n].numpy()).max()) for g, n in zip(got, names, strict=True))
-    return {"tasks": names, "max_abs_diff": diff, "samples_compared": len(x)}
+    worst = 0.0
+    for name, have in zip(names, got, strict=True):
+        diff, scale = drift(want[name].numpy(), have)
+        if not diff <= EXPORT_ATOL * scale:  # also catches NaN
+            raise ExportMismatchError(
+                f"assembly drift: the assembled graph's logits_{name} differ from the torch factor network by "
+                f"{diff:.3g} (max abs difference over {len(x)} test samples), beyond the export tolerance "
+                f"{EXPORT_ATOL:g} x max(1, largest |logit| = {scale:.3g}); the factor set is not registered"
+            )
+        worst = max(worst, diff)
+    return {"tasks": names, "max_abs_diff": worst, "samples_compared": len(x)}
 
 
 def _combined_accuracy(
@@ -171,8 +185,6 @@ def _combined_accuracy(
     outputs = {t.output for t in tasks}
     if len(tasks) < 2 or len(outputs) != 1 or not all(t.is_class_subset for t in tasks):
         return None
-    from kf_core._ort import create_session
-
     output = outputs.pop()
     union = [c for t in tasks for c in t.class_index(teacher.output_sizes)]
     graph = assemble(load_parts(parts_dir), [t.name for t in tasks], combined=True)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from kf_core._ort import create_session
 from kf_core.errors import DataError, InputShapeError, ModelFileError
+from kf_core.ort import create_session
 
 __all__ = ["check_batch", "predict_array", "predict_file"]
 

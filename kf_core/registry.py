@@ -1,7 +1,9 @@
 """Registry of network architectures (backbones), in the manner of timm's ``_registry``.
 
-Each architecture is a factory function decorated with :func:`register_net`; :func:`create_net` builds one by
-name. Every registered net follows the :class:`kf_core.nets.base.Backbone` contract (``in_channels``,
+Each architecture is a factory function decorated with :func:`register_net`; :func:`kf_core.nets.create_net`
+builds one by name. The registry itself imports no network: :mod:`kf_core.nets` imports every architecture
+module (each registers itself here) and then offers ``create_net`` and ``list_nets``, so the dependency runs one
+way, nets -> registry. Every registered net follows the :class:`kf_core.nets.base.Backbone` contract (``in_channels``,
 ``feature_dim``, ``stage_dims``, ``forward_stages``), so the training code can use any of them as a teacher
 backbone, a CKN or a TSN.
 """
@@ -18,7 +20,7 @@ from kf_core.errors import UnknownArchitectureError
 if TYPE_CHECKING:
     from kf_core.nets.base import Backbone
 
-__all__ = ["create_net", "list_nets", "register_net"]
+__all__ = ["build_registered", "register_net", "registered_names"]
 
 _F = TypeVar("_F", bound=Callable[..., "Backbone"])
 _NETS: dict[str, Callable[..., Backbone]] = {}
@@ -33,20 +35,13 @@ def register_net(fn: _F) -> _F:
     return fn
 
 
-def _ensure_loaded() -> None:
-    # Importing the package runs every @register_net in kf_core.nets.
-    import kf_core.nets  # noqa: F401
-
-
-def list_nets(pattern: str = "*") -> list[str]:
-    """Names of the registered architectures matching the fnmatch ``pattern``, sorted."""
-    _ensure_loaded()
+def registered_names(pattern: str = "*") -> list[str]:
+    """Names registered so far that match the fnmatch ``pattern``, sorted (use :func:`kf_core.nets.list_nets`)."""
     return sorted(n for n in _NETS if fnmatch.fnmatch(n, pattern))
 
 
-def create_net(name: str, **kwargs: Any) -> Backbone:
-    """Build the architecture registered as ``name`` with keyword arguments ``kwargs``."""
-    _ensure_loaded()
+def build_registered(name: str, **kwargs: Any) -> Backbone:
+    """Build the architecture registered as ``name`` (use :func:`kf_core.nets.create_net`, which loads them all)."""
     try:
         factory = _NETS[name]
     except KeyError:

@@ -3,7 +3,7 @@
 The service shows these numbers in its catalog, so everything here is plain dicts, lists, floats and strings.
 Plots: per-task accuracy bars, training curves (one run, or several models side by side per task), leakage
 heatmaps side by side on one colour scale, disentanglement scores and the transfer probe. ``report.md`` is
-written by :mod:`kf_core.report_md`.
+written by :mod:`kf_core.evaluation.report_md`.
 """
 
 from __future__ import annotations

@@ -227,8 +227,8 @@ class OnnxTeacher(Teacher):
         class_names: Mapping[str, list[str]] | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
-        from kf_core._ort import create_session
         from kf_core.assemble import read_onnx
+        from kf_core.ort import create_session
 
         model = read_onnx(Path(path))
         graph_outputs = [o.name for o in model.graph.output]

@@ -108,7 +108,7 @@ def factorize(
     device = resolve_device(cfg.device)
     teacher.to(device)
     t_logits, t_feats = teacher_targets(teacher, train, device)
-    if not t_feats:  # no stage features exposed: the logits stand in for X (METHOD.md)
+    if not t_feats:  # no stage features exposed: the logits stand in for the teacher's representation X
         t_feats = [torch.cat([t_logits[k] for k in sorted(t_logits)], dim=1)]
     labels = {t.name: labels_for(t, train, t_logits) for t in tasks}
     classes = {t.name: torch.tensor(t.class_index(teacher.output_sizes)) for t in tasks}
@@ -208,7 +208,8 @@ def batch_images(data: ArrayDataset, idx: np.ndarray, device: torch.device) -> t
 
 
 def labels_for(task: TaskSpec, data: ArrayDataset, t_logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Dataset labels for the task where the column exists, else the teacher's argmax (METHOD.md, term 3)."""
+    """Dataset labels for the task where the column exists, else the teacher's argmax (the task term of
+    the objective needs a label per sample; without one the teacher's decision is the target)."""
     if task.label_column in data.labels:
         column = data.labels[task.label_column]
     else:

@@ -48,7 +48,19 @@ class NotFoundError(ServiceError, LookupError):
 
     def __init__(self, kind: str, key: object) -> None:
         self.kind, self.key = kind, key
-        super().__init__(f"{kind} {key} does not exist; list them with GET /v1/{kind.replace(' ', '-')}s")
+        super().__init__(f"{kind} {key} does not exist; {_FIND.get(kind, 'check the id')}")
+
+
+# Where a user finds the ones that do exist; every kind has a real route or command (no guessed plurals).
+_FIND = {
+    "teacher": "list them with GET /v1/teachers",
+    "dataset": "list them with GET /v1/datasets",
+    "job": "list them with GET /v1/jobs",
+    "factor set": "list them with GET /v1/factor-sets",
+    "assembly": "create one with POST /v1/assemblies",
+    "artifact": "artifact hashes are listed on their factor set, teacher or dataset",
+    "api key": "list them with kf keys list",
+}
 
 
 class ConflictError(ServiceError):

@@ -8,19 +8,22 @@ caller validates the file and calls ``upload.file.commit()``; on any error the t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from service.catalog.artifacts import ArtifactStore, ArtifactWriter
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaError
 
-__all__ = ["Upload", "parse_spec", "read_upload"]
+__all__ = ["Upload", "parse_spec", "read_upload", "receive_upload"]
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
+_Row = TypeVar("_Row")
 
 _FIELD_LIMIT = 1 << 20  # a JSON spec is small; the limit stops a client streaming gigabytes into memory
 _MAX_PARTS = 8
@@ -171,3 +174,23 @@ def parse_spec(model: type[_Spec], fields: dict[str, str]) -> _Spec:
             f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors(include_url=False)
         )
         raise InvalidInputError(f"the spec is invalid: {problems}") from None
+
+
+async def receive_upload(
+    request: Request,
+    *,
+    store: ArtifactStore,
+    max_bytes: int,
+    spec_model: type[_Spec],
+    register: Callable[[Upload, _Spec], _Row],
+    suffix: str = "",
+) -> _Row:
+    """Stream the form's file into the store's temp area, parse its spec, then ``register(upload, spec)`` in a
+    worker thread (validation loads models: never on the event loop). Whatever ``register`` did not commit is
+    deleted, so a rejected upload leaves nothing behind."""
+    upload = await read_upload(request, store=store, max_bytes=max_bytes, suffix=suffix)
+    try:
+        spec = parse_spec(spec_model, upload.fields)
+        return await run_in_threadpool(register, upload, spec)
+    finally:
+        upload.file.abort()  # no-op once committed

@@ -13,18 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 
-from service.api.uploads import Upload, parse_spec, read_upload
 from service.catalog import queries as catalog
-from service.catalog.artifacts import ArtifactStore
+from service.catalog.artifacts import ArtifactWriter
 from service.catalog.models import Dataset
-from service.config import Settings
 from service.errors import InvalidInputError
 from service.schemas import DatasetSpec
 
-__all__ = ["DatasetInfo", "builtin_classes", "inspect_dataset", "upload_dataset"]
+__all__ = ["DatasetInfo", "builtin_classes", "inspect_dataset", "register_dataset"]
 
 _INFLATE_FACTOR = 8
 
@@ -39,7 +35,7 @@ class DatasetInfo:
 def builtin_classes(name: str) -> dict[str, list[str]]:
     """Label columns and class names of a built-in dataset, without generating any data."""
     if name == "dsprites":
-        from kf_core.data.dsprites import class_names
+        from kf_core import dsprites_class_names as class_names
 
         return {k: list(v) for k, v in class_names().items()}
     if name == "digits":
@@ -49,7 +45,7 @@ def builtin_classes(name: str) -> dict[str, list[str]]:
 
 def inspect_dataset(path: Path, spec: DatasetSpec, *, max_bytes: int) -> DatasetInfo:
     """Validate an uploaded ``.npz`` against ``spec``; raise a 4xx error if it is unusable."""
-    from kf_core.data.npz import load_npz
+    from kf_core import load_npz
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -69,19 +65,10 @@ def inspect_dataset(path: Path, spec: DatasetSpec, *, max_bytes: int) -> Dataset
     )
 
 
-async def upload_dataset(request: Request, *, session: Session, settings: Settings, store: ArtifactStore) -> Dataset:
-    """``POST /v1/datasets``: stream the archive, validate it, then store and register it, or nothing."""
-    upload = await read_upload(request, store=store, max_bytes=settings.max_upload_bytes, suffix=".npz")
-    try:
-        spec = parse_spec(DatasetSpec, upload.fields)
-        return await run_in_threadpool(_register, upload, spec, session, settings.max_upload_bytes)
-    finally:
-        upload.file.abort()  # no-op once committed
-
-
-def _register(upload: Upload, spec: DatasetSpec, session: Session, max_bytes: int) -> Dataset:
-    info = inspect_dataset(upload.file.path, spec, max_bytes=max_bytes)
-    stored = upload.file.commit()
+def register_dataset(*, session: Session, file: ArtifactWriter, spec: DatasetSpec, max_bytes: int) -> Dataset:
+    """Validate the received archive, then store and register it (committed), or raise and keep nothing."""
+    info = inspect_dataset(file.path, spec, max_bytes=max_bytes)
+    stored = file.commit()
     artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/x-npz")
     fields = {**dataclasses.asdict(info), "name": spec.name, "description": spec.description}
     dataset = catalog.create_dataset(session=session, fields=fields, artifact=artifact)

@@ -2,7 +2,7 @@
 
 The caller owns the transaction (routes commit through ``SessionDep``; jobs use ``session_scope``), so several
 calls compose into one atomic change. Job state transitions that need leases live in ``service.catalog.leases``;
-registering a factor set lives in ``service.registry``.
+registering a factor set lives in ``service.jobs.register``.
 """
 
 from __future__ import annotations

@@ -15,21 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 
-from service.api.uploads import Upload, parse_spec, read_upload
 from service.catalog import queries as catalog
-from service.catalog.artifacts import ArtifactStore
+from service.catalog.artifacts import ArtifactWriter
 from service.catalog.models import Teacher
-from service.config import Settings
 from service.errors import ConflictError, InvalidInputError
 from service.schemas import TeacherSpec
 
 if TYPE_CHECKING:
-    from kf_core.teacher import Teacher as KfTeacher
+    from kf_core import Teacher as KfTeacher
 
-__all__ = ["TeacherInfo", "detect_format", "inspect_teacher", "open_teacher", "upload_teacher"]
+__all__ = ["TeacherInfo", "detect_format", "inspect_teacher", "open_teacher", "register_teacher"]
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}  # kf_core picks the loader by suffix
 _MEDIA = {"onnx": "application/onnx", "torchscript": "application/x-torchscript"}
@@ -128,7 +124,7 @@ def open_teacher(
     class_names: dict[str, list[str]],
 ) -> KfTeacher:
     """Load a teacher file with kf_core, the same way for validation and for jobs."""
-    from kf_core.teacher import OnnxTeacher, TorchScriptTeacher
+    from kf_core import OnnxTeacher, TorchScriptTeacher
 
     if format == "onnx":
         if features is None:
@@ -157,7 +153,7 @@ def open_teacher(
 
 def inspect_teacher(path: Path, spec: TeacherSpec) -> TeacherInfo:
     """Validate the file at ``path`` against ``spec``; raise a 4xx error if the teacher is unusable."""
-    from kf_core.tasks import TaskSpec, validate_tasks
+    from kf_core import TaskSpec, validate_tasks
 
     fmt = detect_format(path)
     teacher = open_teacher(
@@ -192,23 +188,14 @@ def inspect_teacher(path: Path, spec: TeacherSpec) -> TeacherInfo:
     )
 
 
-async def upload_teacher(request: Request, *, session: Session, settings: Settings, store: ArtifactStore) -> Teacher:
-    """``POST /v1/teachers``: stream the file, validate file and spec, then store and register both, or nothing."""
-    upload = await read_upload(request, store=store, max_bytes=settings.max_upload_bytes)
-    try:
-        spec = parse_spec(TeacherSpec, upload.fields)
-        return await run_in_threadpool(_register, upload, spec, session)
-    finally:
-        upload.file.abort()  # no-op once committed; otherwise nothing of a rejected upload is kept
-
-
-def _register(upload: Upload, spec: TeacherSpec, session: Session) -> Teacher:
+def register_teacher(*, session: Session, file: ArtifactWriter, filename: str, spec: TeacherSpec) -> Teacher:
+    """Validate the received file against ``spec``, then store and register both (committed), or keep nothing."""
     if catalog.teacher_name_taken(session=session, name=spec.name):  # before the costly validation
         raise ConflictError(f"a teacher named {spec.name!r} already exists; choose another name")
-    info = inspect_teacher(upload.file.path, spec)
-    stored = upload.file.commit()
+    info = inspect_teacher(file.path, spec)
+    stored = file.commit()
     artifact = catalog.record_artifact(session=session, stored=stored, media_type=_MEDIA[info.format])
     fields = {**dataclasses.asdict(info), "name": spec.name, "description": spec.description}
-    teacher = catalog.create_teacher(session=session, fields=fields | {"filename": upload.filename}, artifact=artifact)
+    teacher = catalog.create_teacher(session=session, fields=fields | {"filename": filename}, artifact=artifact)
     session.commit()
     return teacher

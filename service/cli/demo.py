@@ -37,9 +37,7 @@ def run_service_demo(
     seed: int | None = None,
     show: int = 4,
 ) -> dict[str, Any]:
-    from kf_core.engine_demo import demo_recipe
-    from kf_core.pipeline import run_teacher_fit
-    from kf_core.progress_bar import ProgressBar
+    from kf_core import ProgressBar, demo_recipe, run_teacher_fit
     from service.catalog.migrate import upgrade
 
     started = time.perf_counter()
@@ -104,7 +102,7 @@ def run_service_demo(
 
 
 def _test_split(recipe: Any) -> Any:
-    from kf_core.data.spec import load_split
+    from kf_core import load_split
 
     return load_split(recipe.data).test
 

@@ -96,14 +96,13 @@ def add_engine_commands(sub: Any) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> Any:
-    from kf_core.recipes import get_recipe
+    from kf_core import get_recipe
 
     return get_recipe(args.recipe).with_overrides(epochs=args.epochs, samples=args.samples, seed=args.seed)
 
 
 def _cmd_teacher_fit(args: argparse.Namespace) -> int:
-    from kf_core.pipeline import run_teacher_fit
-    from kf_core.progress_bar import ProgressBar
+    from kf_core import ProgressBar, run_teacher_fit
 
     report = run_teacher_fit(_recipe(args), args.out, callbacks=[ProgressBar("teacher")])
     for name, row in report["outputs"].items():
@@ -113,9 +112,7 @@ def _cmd_teacher_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_factorize(args: argparse.Namespace) -> int:
-    from kf_core.pipeline import run_factorization
-    from kf_core.progress_bar import ProgressBar
-    from kf_core.teacher import load_teacher
+    from kf_core import ProgressBar, load_teacher, run_factorization
 
     teacher = load_teacher(args.teacher, outputs=args.outputs, features=args.features, input_shape=args.input_shape)
     report = run_factorization(
@@ -153,7 +150,7 @@ def _parts_dir(run_dir: Path) -> Path:
 
 
 def _cmd_assemble(args: argparse.Namespace) -> int:
-    from kf_core.assemble import assemble_to_file, load_parts
+    from kf_core import assemble_to_file, load_parts
 
     started = time.perf_counter()
     path = assemble_to_file(load_parts(_parts_dir(args.run_dir)), args.tasks, args.out, combined=args.combined)
@@ -162,7 +159,7 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from kf_core.predict import predict_file
+    from kf_core import predict_file
 
     print(json.dumps(predict_file(args.model, args.input, logits=args.logits), indent=2))
     return 0
@@ -170,7 +167,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.engine:
-        from kf_core.engine_demo import demo_recipe, run_demo
+        from kf_core import demo_recipe, run_demo
 
         run_demo(demo_recipe(args.recipe, epochs=args.epochs, samples=args.samples, seed=args.seed), args.out)
         return 0

@@ -1,4 +1,4 @@
-"""``kf evaluate RUN_DIR [--baseline]``: the evaluation subcommand, kept apart from ``service/cli.py``.
+"""``kf evaluate RUN_DIR [--baseline]``: the evaluation subcommand of the ``kf`` command line.
 
     kf evaluate runs/factor --teacher runs/teacher --baseline
 
@@ -45,9 +45,9 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from kf_core import ProgressBar
     from kf_core.errors import ConfigError
-    from kf_core.evaluation.run import EvalConfig, run_evaluation
-    from kf_core.progress_bar import ProgressBar
+    from kf_core.evaluation import EvalConfig, run_evaluation
 
     if args.threads < 0:
         raise ConfigError(f"--threads must be 0 (torch's default) or more, got {args.threads}")

@@ -10,20 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kf_core.loop import Callback, TrainState
+from sqlalchemy.orm import Session, sessionmaker
+
+from kf_core import Callback, TrainState
 from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import session_scope
 from service.catalog.leases import Lease, touch_run
 from service.catalog.models import Artifact, Job
 from service.errors import LeaseLostError
 
-if TYPE_CHECKING:
-    from service.jobs.run import _Run
-
-__all__ = ["CancelFlag", "JobProgress", "RunSignals"]
+__all__ = ["CancelFlag", "JobProgress", "RunContext", "RunSignals"]
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,20 @@ class RunSignals:
         self.lost = threading.Event()
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the callback needs from the run that owns it, and nothing else."""
+
+    factory: sessionmaker[Session]  # opens the catalog sessions progress and checkpoints are written in
+    store: ArtifactStore  # where checkpoints go
+    signals: RunSignals  # cancel and lost flags, raised by the run's heartbeat thread
+    progress_interval_s: float  # at most one progress write per this many seconds (plus one per epoch)
+
+
 class JobProgress(Callback):
     """kf_core training callback bound to one job run."""
 
-    def __init__(self, run: _Run, lease: Lease) -> None:
+    def __init__(self, run: RunContext, lease: Lease) -> None:
         self.run, self.lease = run, lease
         self._last_write = 0.0
 
@@ -77,7 +88,7 @@ class JobProgress(Callback):
 
     def on_step_end(self, state: TrainState) -> None:
         self._check(state)
-        if time.monotonic() - self._last_write >= self.run.settings.progress_interval_s:
+        if time.monotonic() - self._last_write >= self.run.progress_interval_s:
             self._write(state, self._values(state, state.metrics))
 
     def on_epoch_end(self, state: TrainState) -> None:

@@ -49,7 +49,8 @@ from service.catalog.models import Artifact, Job, JobStatus
 from service.catalog.teachers import SUFFIX, open_teacher
 from service.config import Settings, get_settings
 from service.errors import ArtifactError, InvalidInputError, LeaseLostError
-from service.jobs.progress import JobProgress, RunSignals
+from service.jobs.progress import JobProgress, RunContext, RunSignals
+from service.jobs.queue import enqueue_rq
 from service.jobs.register import register_factor_set
 from service.jobs.spec import ARTIFACT_PREFIX
 
@@ -197,8 +198,7 @@ class _Run:
         return status.value
 
     def _execute(self, lease: Lease, work: Path) -> None:
-        from kf_core.pipeline import run_factorization
-        from kf_core.recipes import Recipe
+        from kf_core import Recipe, run_factorization
 
         if self.settings.torch_threads:
             import torch
@@ -229,7 +229,8 @@ class _Run:
         if checkpoint:
             self.store.copy_to(checkpoint.sha256, run_dir / "checkpoint.pt", size=checkpoint.size_bytes)
             log.info("job %s: resuming from the checkpoint at step %s", self.job_id, checkpoint_step)
-        progress = JobProgress(self, lease)
+        context = RunContext(self.factory, self.store, self.signals, self.settings.progress_interval_s)
+        progress = JobProgress(context, lease)
         report = run_factorization(
             recipe, teacher, run_dir, task_names=[t.name for t in recipe.tasks], callbacks=[progress]
         )
@@ -271,10 +272,8 @@ class _Run:
 
     def _requeue_if_rq(self) -> None:
         if self.settings.redis_url:
-            from service.jobs.runners import enqueue_rq
-
             with session_scope(self.factory) as session:
-                enqueue_rq(self.settings, catalog.get_job(session=session, job_id=self.job_id))
+                enqueue_rq(self.settings, catalog.get_job(session=session, job_id=self.job_id), function=run_job)
 
 
 def _on_sigterm() -> Any:

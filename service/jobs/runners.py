@@ -2,8 +2,8 @@
 
 Both are thin. The job row is the source of truth; a runner only gets ``run_job(job_id)`` executed somewhere.
 
-- :class:`RqRunner` puts ``service.jobs.run.run_job`` on the job's RQ queue; ``kf worker`` processes on any host run
-  it. Its background thread recovers jobs whose worker died (no heartbeat) and queued jobs missing from Redis.
+- :class:`RqRunner` puts :func:`~service.jobs.run.run_job` on the job's RQ queue; ``kf worker`` processes on any
+  host run it. Its background thread recovers jobs whose worker died (no heartbeat) and queued jobs missing from Redis.
 - :class:`InlineRunner` starts one ``python -m service.jobs.run JOB_ID`` process per job (up to
   ``KF_INLINE_CONCURRENCY``): a crash, a kill or a cancel in a job can never take the API down. A dispatcher
   thread picks queued jobs from the catalog, so jobs queued while the API was down start when it comes back.
@@ -14,14 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import secrets
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, lazyload, sessionmaker
@@ -30,13 +29,13 @@ from service.catalog.db import db_now, session_scope
 from service.catalog.leases import reap_exited_run, reap_lost_jobs
 from service.catalog.models import Job, JobStatus
 from service.config import Settings, settings_env
-from service.errors import QueueUnavailableError
+from service.jobs.queue import connect, enqueue_rq, rq_status
+from service.jobs.run import run_job
 
-__all__ = ["InlineRunner", "RqRunner", "Runner", "enqueue_rq", "make_runner", "recover_rq_jobs"]
+__all__ = ["InlineRunner", "RqRunner", "Runner", "make_runner", "recover_rq_jobs"]
 
 log = logging.getLogger(__name__)
 
-JOB_FUNCTION = "service.jobs.run.run_job"
 _RQ_ACTIVE = ("queued", "started", "deferred", "scheduled")
 
 
@@ -50,40 +49,10 @@ def make_runner(settings: Settings, factory: sessionmaker[Session]) -> Runner:
     return RqRunner(settings, factory) if settings.redis_url else InlineRunner(settings, factory)
 
 
-def enqueue_rq(settings: Settings, job: Job) -> str:
-    """Put ``run_job(job.id)`` on the job's RQ queue and record the RQ job's id on ``job`` (the caller commits).
-
-    Raises :class:`QueueUnavailableError` if Redis is unreachable.
-    """
-    import redis
-    from rq import Queue
-
-    assert settings.redis_url is not None
-    rq_id = f"kf-{job.id}-{secrets.token_hex(4)}"  # a fresh RQ job per run, never one that already ran
-    try:
-        conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
-        Queue(job.queue, connection=conn).enqueue_call(
-            JOB_FUNCTION,
-            args=(str(job.id),),
-            job_id=rq_id,
-            timeout=settings.job_timeout_s,
-            result_ttl=24 * 3600,
-            failure_ttl=7 * 24 * 3600,
-            description=f"factorize job {job.id} ({job.factor_set_name})",
-        )
-    except redis.RedisError as e:
-        raise QueueUnavailableError(f"the job queue at KF_REDIS_URL is unreachable ({e}); try again later") from e
-    job.rq_job_id = rq_id
-    return rq_id
-
-
 def recover_rq_jobs(settings: Settings, factory: sessionmaker[Session]) -> list[uuid.UUID]:
     """Requeue jobs whose worker died, and enqueue again queued jobs whose RQ job is gone (Redis flushed or
     restarted without persistence, or a crash between commit and enqueue). Returns the ids enqueued."""
-    import redis
-
-    assert settings.redis_url is not None
-    conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
+    conn = connect(settings)
     enqueued = []
     with session_scope(factory) as session:  # one transaction: if Redis fails, the reaping is retried too
         requeued = reap_lost_jobs(session=session, timeout_s=settings.heartbeat_timeout_s)
@@ -93,27 +62,14 @@ def recover_rq_jobs(settings: Settings, factory: sessionmaker[Session]) -> list[
         query = select(Job).where(Job.status == JobStatus.queued.value, candidates)
         for job in session.scalars(query.options(lazyload("*"))):
             # A reaped job's RQ job belongs to the dead worker and still looks "started": never wait for it.
-            status = None if job.id in requeued else _rq_status(conn, job.rq_job_id)
+            status = None if job.id in requeued else rq_status(conn, job.rq_job_id)
             if status not in _RQ_ACTIVE:
-                enqueue_rq(settings, job)
+                enqueue_rq(settings, job, function=run_job)
                 job.updated_at = db_now(session)
                 enqueued.append(job.id)
     if enqueued:
         log.info("enqueued %d job(s) again that had no live RQ job: %s", len(enqueued), enqueued)
     return enqueued
-
-
-def _rq_status(conn: Any, rq_id: str | None) -> str | None:
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job as RqJob
-
-    if rq_id is None:
-        return None
-    try:
-        status = RqJob.fetch(rq_id, connection=conn).get_status()
-    except NoSuchJobError:
-        return None
-    return None if status is None else str(status.value)
 
 
 class _Loop:
@@ -156,7 +112,7 @@ class RqRunner(_Loop):
         self.settings, self.factory = settings, factory
 
     def enqueue(self, job: Job) -> None:
-        enqueue_rq(self.settings, job)
+        enqueue_rq(self.settings, job, function=run_job)
 
     def stop(self, *, terminate: bool = True) -> None:
         self.stop_loop()
@@ -224,7 +180,7 @@ class InlineRunner(_Loop):
                 if job_id in self._procs:
                     continue  # started, not yet claimed
                 self._procs[job_id] = subprocess.Popen(
-                    [sys.executable, "-m", "service.jobs.run", str(job_id)], env=self._env, start_new_session=True
+                    [sys.executable, "-m", run_job.__module__, str(job_id)], env=self._env, start_new_session=True
                 )
             free -= 1
             log.info("job %s: started process %d", job_id, self._procs[job_id].pid)

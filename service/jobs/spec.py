@@ -23,10 +23,7 @@ _DATA_TUNABLE = ("samples", "seed", "test_fraction", "split_seed", "labels")
 
 def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> dict[str, Any]:
     """The recipe JSON (tasks included) for ``job_in``; raises a 4xx error for anything that cannot run."""
-    from kf_core.data.spec import DataSpec
-    from kf_core.factor import FactorConfig
-    from kf_core.loop import TrainConfig
-    from kf_core.recipes import Recipe
+    from kf_core import DataSpec, FactorConfig, Recipe, TrainConfig
 
     base = _base_recipe(job_in, dataset)
     ov = job_in.overrides
@@ -56,8 +53,8 @@ def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> 
 
 
 def _base_recipe(job_in: JobCreate, dataset: Dataset) -> Any:
+    from kf_core import Recipe, get_recipe, list_recipes
     from kf_core.errors import UnknownRecipeError
-    from kf_core.recipes import Recipe, get_recipe, list_recipes
 
     if job_in.recipe is None:
         if dataset.source not in list_recipes():
@@ -71,9 +68,17 @@ def _base_recipe(job_in: JobCreate, dataset: Dataset) -> Any:
             raise UnknownRecipeError("recipe", job_in.recipe, list_recipes())
         return get_recipe(job_in.recipe)
     doc = dict(job_in.recipe)
-    fallback = get_recipe("digits").to_json()
-    for key in ("name", "data", "teacher", "factor"):
-        doc.setdefault(key, fallback[key])  # data is replaced below; teacher fitting is unused by jobs
+    if "factor" not in doc:  # the architectures are the one thing a recipe object must say; never guess them
+        raise InvalidInputError(
+            "recipe has no 'factor': give the factor networks, e.g. "
+            '{"factor": {"ckn": {"name": "mlp"}, "tsn": {"name": "mlp"}, "feature_dim": 64}}, '
+            f"or name a built-in recipe ({', '.join(list_recipes())})"
+        )
+    # Jobs replace data with the dataset's and never fit a teacher, so these two only keep the recipe well formed.
+    placeholder = get_recipe("digits").to_json()
+    doc.setdefault("name", "custom")
+    doc.setdefault("data", placeholder["data"])
+    doc.setdefault("teacher", placeholder["teacher"])
     return Recipe.from_json(doc)
 
 
@@ -103,7 +108,7 @@ def _data_json(
 
 
 def _tasks(job_in: JobCreate, recipe_tasks: tuple[Any, ...], teacher: Teacher, dataset: Dataset) -> list[Any]:
-    from kf_core.tasks import TaskSpec, select_tasks, validate_tasks
+    from kf_core import TaskSpec, select_tasks, validate_tasks
 
     # The teacher's own task list wins; then the recipe's; then one task per teacher output.
     known = [TaskSpec.from_json(t) for t in teacher.tasks] or list(recipe_tasks)

@@ -64,8 +64,8 @@ def _preload() -> None:
 
     Importing runs no torch kernels, so no OpenMP thread pool exists yet to be broken by fork().
     """
-    import kf_core.pipeline  # noqa: F401
     import service.jobs.run  # noqa: F401
+    from kf_core import run_factorization  # noqa: F401  (the lazy name loads kf_core.pipeline and torch)
 
 
 def _recover(settings: Settings) -> None:

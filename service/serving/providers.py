@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from kf_core._ort import CPU, create_session, import_onnxruntime, session_options
+from kf_core.ort import CPU, create_session, import_onnxruntime, session_options
 from service.errors import DeviceUnavailableError
 
 __all__ = ["CPU", "CUDA", "Provider", "choose_provider"]

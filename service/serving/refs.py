@@ -17,8 +17,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from kf_core import FactorParts, load_parts
 from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
-from kf_core.parts import FactorParts, load_parts
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 

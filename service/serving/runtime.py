@@ -41,10 +41,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from kf_core import _ort
-from kf_core.assemble import assemble_bytes, assemble_session
-from kf_core.parts import FactorParts
-from kf_core.predict import check_batch
+from kf_core import FactorParts, assemble_bytes, assemble_session, check_batch, ort
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import session_scope
@@ -363,7 +360,7 @@ class Runtime:
     def _stored_session(self, sha256: str, size: int) -> Any:
         """A session over a graph in the artifact store (verified), optimised by ORT as it is created."""
         data = self._store.read_bytes(sha256, size=size)
-        return _ort.create_session(data, providers=self.provider.providers, options=_ort.session_options(self.threads))
+        return ort.create_session(data, providers=self.provider.providers, options=ort.session_options(self.threads))
 
     def _parts(self, fs: FactorSetInfo) -> FactorParts:
         with self._parts_lock:  # one thread copies a factor set's parts; the others then find them in place

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from kf_core.assemble import COMBINED
+from kf_core import COMBINED
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
 from service.serving.runtime import Entry

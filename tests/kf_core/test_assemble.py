@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from kf_core import parts as parts_module
-from kf_core._ort import create_session
 from kf_core.assemble import assemble, assemble_session, assemble_to_file, load_parts, read_onnx
 from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
 from kf_core.factor import FactorNet
+from kf_core.ort import create_session
 from kf_core.parts import FactorParts
 
 FactorSet = tuple[Path, dict[str, Any]]

@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from kf_core._ort import create_session
 from kf_core.assemble import assemble, load_parts
 from kf_core.errors import ExportMismatchError, InputShapeError
 from kf_core.export import export_factor_set, export_module
 from kf_core.factor import FactorConfig, FactorNet, NetSpec
-from kf_core.registry import create_net, list_nets
+from kf_core.nets import create_net, list_nets
+from kf_core.ort import create_session
 from kf_core.tasks import TaskSpec
 
 

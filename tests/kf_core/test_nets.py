@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from kf_core.errors import ConfigError, UnknownArchitectureError
+from kf_core.nets import create_net, list_nets
 from kf_core.nets.base import Backbone, GaussianEncoder
-from kf_core.registry import create_net, list_nets
 
 
 @dataclass(frozen=True)

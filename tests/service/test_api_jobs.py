@@ -14,6 +14,8 @@ from service.catalog.models import Job
 from tests.factories import DSPRITES_HEADS, npz_dataset_file, tiny_job_body
 from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, upload_teacher
 
+_MLP = {"ckn": {"name": "mlp"}, "tsn": {"name": "mlp"}, "feature_dim": 16}
+
 
 def _jobs(session: Any) -> int:
     return int(session.scalar(select(func.count()).select_from(Job)))
@@ -63,7 +65,8 @@ def test_task_selection_by_name_and_by_object(client: Any, digits_teacher: dict[
         ({"tasks": []}, "no tasks given"),
         ({"recipe": "resnet-imagenet"}, "unknown recipe 'resnet-imagenet'"),
         ({"recipe": "/etc/passwd"}, "unknown recipe '/etc/passwd'"),
-        ({"recipe": {"train": {"epochs": 0}}}, "invalid training config value(s) for epochs"),
+        ({"recipe": {"factor": _MLP, "train": {"epochs": 0}}}, "invalid training config value(s) for epochs"),
+        ({"recipe": {"train": {"epochs": 1}}}, "recipe has no 'factor'"),
         ({"overrides": {"train": {"optimiser": "adam"}}}, "unknown training option(s) ['optimiser']"),
         ({"overrides": {"train": {"lr": -1}}}, "invalid training config value(s) for lr"),
         ({"overrides": {"data": {"path": "/etc/shadow"}}}, "overrides.data cannot set ['path']"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kf_core._ort import available_providers
+from kf_core.ort import available_providers
 from service.errors import DeviceUnavailableError
 from service.serving.providers import CPU, CUDA, choose_provider
 

@@ -14,7 +14,7 @@ from service.catalog.db import make_engine, make_sessionmaker
 from service.catalog.leases import claim_job
 from service.catalog.models import Job
 from service.jobs.run import run_job
-from service.jobs.runners import JOB_FUNCTION, recover_rq_jobs
+from service.jobs.runners import recover_rq_jobs
 
 
 @pytest.fixture
@@ -84,4 +84,4 @@ def test_a_job_whose_worker_died_is_enqueued_at_once(session: Any, job: Job, rq_
 def test_jobs_queued_under_the_old_function_name_still_run() -> None:
     # RQ stores the function by name with every queued job; jobs queued before the move name service.execute.
     assert import_attribute("service.execute.run_job") is run_job
-    assert import_attribute(JOB_FUNCTION) is run_job
+    assert import_attribute(f"{run_job.__module__}.{run_job.__qualname__}") is run_job

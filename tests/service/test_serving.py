@@ -141,7 +141,7 @@ def test_assembly_reports_its_spec_and_its_graph_downloads_verified(api: Any, tr
     graph = api.get(a["onnx_url"])
     assert graph.status_code == 200
     assert hashlib.sha256(graph.content).hexdigest() == a["graph_sha256"] == graph.headers["x-content-sha256"]
-    from kf_core._ort import create_session
+    from kf_core.ort import create_session
 
     out = create_session(graph.content).run(["logits_shape", "logits_pos_x"], {"x": trained.x})
     want = trained.logits()
@@ -362,7 +362,7 @@ def test_bad_v2_requests_are_400_in_the_protocols_error_format(api: Any, trained
 
 # ------------------------------------------------------------------------------------------------ acceptance 5
 def test_auto_serves_on_the_cpu_and_says_so_in_metadata_and_metrics(api: Any) -> None:
-    from kf_core._ort import available_providers
+    from kf_core.ort import available_providers
 
     if "CUDAExecutionProvider" in available_providers():
         pytest.skip("this ONNX Runtime offers CUDA; tests/service/test_providers.py covers the fallback")
@@ -374,7 +374,7 @@ def test_auto_serves_on_the_cpu_and_says_so_in_metadata_and_metrics(api: Any) ->
 
 
 def test_kf_device_cuda_refuses_to_start_without_cuda(migrated: Any) -> None:
-    from kf_core._ort import available_providers
+    from kf_core.ort import available_providers
     from service.errors import DeviceUnavailableError
 
     if "CUDAExecutionProvider" in available_providers():

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from fastapi.responses import StreamingResponse
 
+from service.api.deps import SessionDep, StoreDep
 from service.api.routes import documented
 from service.catalog import queries as catalog
-from service.deps import SessionDep, StoreDep
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 

@@ -9,9 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
+from service.api.deps import RuntimeDep, SessionDep, StoreDep
 from service.api.routes import documented
 from service.catalog.models import Assembly
-from service.deps import RuntimeDep, SessionDep, StoreDep
 from service.errors import NotFoundError
 from service.schemas import AssemblyCreate, AssemblyPublic
 from service.serving.v1 import assembly_public

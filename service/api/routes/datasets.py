@@ -6,11 +6,12 @@ import uuid
 
 from fastapi import APIRouter, Request
 
+from service.api.deps import PageDep, SessionDep, SettingsDep, StoreDep
 from service.api.routes import documented, multipart_body
+from service.api.uploads import receive_upload
 from service.catalog import datasets
 from service.catalog import queries as catalog
-from service.deps import PageDep, SessionDep, SettingsDep, StoreDep
-from service.schemas import DatasetPublic, DatasetsPublic
+from service.schemas import DatasetPublic, DatasetSpec, DatasetsPublic
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -24,7 +25,17 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
     openapi_extra=multipart_body("DatasetSpec", "an np.savez archive: x plus one integer label array per task"),
 )
 async def create_dataset(request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep) -> object:
-    return await datasets.upload_dataset(request, session=session, settings=settings, store=store)
+    limit = settings.max_upload_bytes
+    return await receive_upload(
+        request,
+        store=store,
+        max_bytes=limit,
+        spec_model=DatasetSpec,
+        suffix=".npz",
+        register=lambda upload, spec: datasets.register_dataset(
+            session=session, file=upload.file, spec=spec, max_bytes=limit
+        ),
+    )
 
 
 @router.get("", response_model=DatasetsPublic, summary="List datasets, newest first", responses=documented(422))

@@ -6,9 +6,9 @@ import uuid
 
 from fastapi import APIRouter
 
+from service.api.deps import PageDep, SessionDep
 from service.api.routes import documented
 from service.catalog import queries as catalog
-from service.deps import PageDep, SessionDep
 from service.schemas import FactorSetPublic, FactorSetsPublic, factor_set_public
 
 router = APIRouter(prefix="/v1/factor-sets", tags=["factor sets"])

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from sqlalchemy import text
 
-from service.deps import RuntimeDep, SessionDep, SettingsDep
+from service.api.deps import RuntimeDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1", tags=["health"])
 

@@ -6,10 +6,10 @@ import uuid
 
 from fastapi import APIRouter
 
+from service.api.deps import PageDep, RunnerDep, SessionDep, SettingsDep
 from service.api.routes import documented
 from service.catalog import queries as catalog
 from service.catalog.models import JobStatus
-from service.deps import PageDep, RunnerDep, SessionDep, SettingsDep
 from service.jobs import submit as jobs
 from service.schemas import JobCreate, JobPublic, JobsPublic
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from service.api.deps import RuntimeDep
 from service.api.routes import documented, json_body, read_json
-from service.deps import RuntimeDep
 from service.schemas import PredictRequest, PredictResponse
 from service.serving.v1 import decode_inputs, predictions_json
 

@@ -6,11 +6,12 @@ import uuid
 
 from fastapi import APIRouter, Request
 
+from service.api.deps import PageDep, SessionDep, SettingsDep, StoreDep
 from service.api.routes import documented, multipart_body
+from service.api.uploads import receive_upload
 from service.catalog import queries as catalog
 from service.catalog import teachers
-from service.deps import PageDep, SessionDep, SettingsDep, StoreDep
-from service.schemas import TeacherPublic, TeachersPublic
+from service.schemas import TeacherPublic, TeacherSpec, TeachersPublic
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
@@ -24,7 +25,15 @@ router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
     openapi_extra=multipart_body("TeacherSpec", "the .onnx file or torch.jit.save archive"),
 )
 async def create_teacher(request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep) -> object:
-    return await teachers.upload_teacher(request, session=session, settings=settings, store=store)
+    return await receive_upload(
+        request,
+        store=store,
+        max_bytes=settings.max_upload_bytes,
+        spec_model=TeacherSpec,
+        register=lambda upload, spec: teachers.register_teacher(
+            session=session, file=upload.file, filename=upload.filename, spec=spec
+        ),
+    )
 
 
 @router.get("", response_model=TeachersPublic, summary="List teachers, newest first", responses=documented(422))

@@ -14,8 +14,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from service.api.deps import RuntimeDep
 from service.api.routes import json_body, parse_json, read_json
-from service.deps import RuntimeDep
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
 from service.serving.runtime import Runtime
