@@ -6,7 +6,7 @@ checkpoint ends with the same weights as an uninterrupted one. Checkpoints are p
 read back with ``torch.load(weights_only=True)``.
 
 In several processes (:mod:`kf_core.distributed`) a global batch of ``batch_size`` is split evenly across them
-by a DistributedSampler whose shuffle depends only on (seed, epoch), so a step means the same samples whatever
+by a DistributedSampler over a shuffle that depends only on (seed, epoch), so a step means the same samples whatever
 the number of processes: a checkpoint written by N processes resumes with M. Metrics are averaged across
 processes; callbacks, evaluation and checkpoint writing happen on rank 0 only.
 """
@@ -176,10 +176,12 @@ def run_loop(
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    # The global order is randperm(seed + epoch) whatever the world size; rank r takes every world-th index.
+    # The sampler deals every world-th position to each rank; the positions index a shuffle that depends only on
+    # (seed, epoch), so the union of the ranks' shares at a step is the single-process batch of that step.
     sampler: DistributedSampler[int] = DistributedSampler(
-        _Indices(n_samples), num_replicas=world, rank=dist.rank, seed=cfg.seed, drop_last=True
+        _Indices(n_samples), num_replicas=world, rank=dist.rank, shuffle=False, drop_last=True
     )
+    positions = np.fromiter(iter(sampler), dtype=np.int64)
     callbacks = callbacks if dist.is_main else ()
 
     def lr_factor(step: int) -> float:
@@ -195,8 +197,8 @@ def run_loop(
 
     module.train()
     while state.epoch < cfg.epochs:
-        sampler.set_epoch(state.epoch)
-        order = np.fromiter(iter(sampler), dtype=np.int64)
+        # The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
+        order = np.random.default_rng([cfg.seed, state.epoch]).permutation(n_samples)[positions]
         if state.step_in_epoch == 0:
             torch.manual_seed(_torch_seed(cfg.seed, state.epoch, dist.rank))
             sums = {}
