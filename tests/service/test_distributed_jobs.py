@@ -48,7 +48,7 @@ def _peers_of(job_id: str) -> list[int]:
             state = (entry / "stat").read_text().split(") ", 1)[1][0]
         except (OSError, IndexError):
             continue
-        if "service.peers" in cmd and job_id in cmd and state != "Z":
+        if "service.jobs.peers" in cmd and job_id in cmd and state != "Z":
             pids.append(int(entry.name))
     return pids
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.models import Assembly
+from service.catalog.models import Assembly
 from tests.conftest import open_client
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
 
@@ -385,7 +385,7 @@ def test_kf_device_cuda_refuses_to_start_without_cuda(migrated: Any) -> None:
 
 
 def test_npy_inputs_of_every_layout_and_dtype_decode_exactly() -> None:
-    from service.serving import decode_inputs
+    from service.serving.v1 import decode_inputs
 
     rng = np.random.default_rng(0)
     arrays = [

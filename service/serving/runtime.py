@@ -1,0 +1,414 @@
+"""Serving runtime: factor set references, the assembly cache, ONNX Runtime sessions and micro-batchers.
+
+    runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.serving.providers)
+    entry, state = await runtime.assembly("dsprites:2", ["shape", "scale"])
+    outputs = await runtime.infer(entry, x)                 # micro-batched session.run in a worker thread
+
+**Cache.** Key = (factor set id, tasks in the factor set's order, combined, provider). An LRU of ready entries
+bounded by ``KF_CACHE_BYTES`` (an entry costs its graph's size: ORT holds one copy of the weights per session);
+pinned assemblies (``KF_PIN``) are never evicted. Concurrent requests for a missing key share one build
+(single-flight): the first starts it, the others await the same future (``state`` tells which: ``hit``,
+``miss``, ``shared``).
+
+**Build.** If the catalog already holds the graph (an ``assembly`` row: another replica or an earlier run built
+it), its bytes are read from the artifact store, verified, and loaded: no composition. Otherwise the stored parts
+are copied out of the store (verified) once per factor set, composed by :mod:`kf_core.assemble`, and the graph
+is stored as an artifact with its row, so replicas and restarts reuse it. A stored graph that fails its sha256
+check is not served: the entry is rebuilt from the verified parts and the good bytes replace the bad file.
+Every new session runs one warm-up batch before it serves.
+
+Building runs on a thread pool, inference on a one-thread executor (ORT parallelises inside a run with
+``KF_INFER_THREADS`` intra-op threads), so the event loop only parses, queues and answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from kf_core import _ort
+from kf_core.assemble import assemble_bytes, assemble_session
+from kf_core.parts import FactorParts
+from kf_core.predict import check_batch
+from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore
+from service.catalog.db import session_scope
+from service.catalog.models import Assembly
+from service.config import Settings
+from service.errors import ArtifactError, InvalidInputError
+from service.serving.batching import MicroBatcher
+from service.serving.providers import CPU, Provider, choose_provider
+from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
+
+__all__ = ["Entry", "Runtime", "RuntimeStats", "parse_pins"]
+
+log = logging.getLogger(__name__)
+
+ONNX = "application/onnx"
+_CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, see service.config)
+_RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
+
+CacheKey = tuple[uuid.UUID, tuple[str, ...], bool, str]
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    name: str  # graph output name: logits_<task>, probs_<task>, logits_combined, ...
+    task: str  # task name, or "combined"
+    kind: str  # "logits" or "probs"
+    class_names: list[str]
+
+
+@dataclass
+class Entry:
+    """A ready assembly: its catalog row, its session and its batcher."""
+
+    key: CacheKey
+    assembly_id: uuid.UUID
+    factor_set: FactorSetInfo
+    tasks: tuple[str, ...]
+    combined: bool
+    graph_sha256: str
+    size_bytes: int
+    source: str  # "composed" (built here) or "stored" (loaded from the artifact store)
+    session: Any
+    input_name: str
+    input_shape: list[int | None]  # [None, C, H, W]
+    outputs: list[OutputInfo]
+    batcher: MicroBatcher | None = None
+    build_ms: float = 0.0
+    provider: str = ""  # what the session really runs on: session.get_providers()[0]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        result: list[np.ndarray] = self.session.run([o.name for o in self.outputs], {self.input_name: x})
+        return result
+
+    def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
+        """Per head (task or "combined"): its logits and probability outputs."""
+        by_task: dict[str, dict[str, OutputInfo]] = {}
+        for o in self.outputs:
+            by_task.setdefault(o.task, {})[o.kind] = o
+        return [(t, d["logits"], d["probs"]) for t, d in by_task.items()]
+
+
+@dataclass
+class RuntimeStats:
+    """Counters of the cache and the builds (read by /metrics and the tests)."""
+
+    hits: int = 0
+    misses: int = 0
+    shared: int = 0  # requests that waited for another request's build
+    compositions: int = 0  # graphs composed from parts
+    loads: int = 0  # graphs loaded from the artifact store instead
+    rebuilds: int = 0  # stored graphs refused (corrupt or missing) and composed again
+    evictions: int = 0
+    batches: int = 0
+    batch_rows: dict[int, int] = field(default_factory=dict)  # batch size -> count
+
+
+def parse_pins(spec: str) -> list[tuple[str, list[str] | None]]:
+    """``KF_PIN``: ``ref[=task,task];ref...``; no ``=tasks`` pins the assembly of all tasks."""
+    pins: list[tuple[str, list[str] | None]] = []
+    for item in filter(None, (s.strip() for s in spec.split(";"))):
+        ref, _, tasks = item.partition("=")
+        names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+        pins.append((ref.strip(), names))
+    return pins
+
+
+class Runtime:
+    """Owns the provider, the executors, the parts on disk and the assembly cache of one server process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        factory: sessionmaker[Session],
+        store: ArtifactStore,
+        *,
+        provider: Provider | None = None,
+    ) -> None:
+        self.settings = settings
+        self._factory = factory
+        self._store = store
+        self.provider = provider or choose_provider(settings.device)
+        self.threads = settings.infer_threads
+        wait_ms = settings.batch_wait_ms
+        if wait_ms is None:
+            wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
+        self.batch_wait_s = wait_ms / 1000
+        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
+        self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
+        self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-store")
+        self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
+        self._parts_lock = threading.Lock()
+        self._cache: OrderedDict[CacheKey, Entry] = OrderedDict()
+        self._inflight: dict[CacheKey, asyncio.Task[Entry]] = {}
+        self._pinned: set[CacheKey] = set()
+        self._resolved: dict[str, tuple[float, FactorSetInfo]] = {}
+        self._resolving: dict[str, asyncio.Future[FactorSetInfo]] = {}
+        self.cache_bytes = 0
+        self.stats = RuntimeStats()
+        self.pins_ready = not parse_pins(settings.pin)
+
+    # ----------------------------------------------------------------- factor sets
+    async def resolve(self, ref: str) -> FactorSetInfo:
+        """A factor set by id, by ``name`` (its latest version) or by ``name:version``.
+
+        Answers from memory: ids and ``name:version`` never change; a bare name is looked up again after
+        ``_RESOLVE_TTL_S`` (a new version is served within that time). Concurrent lookups of one reference share
+        one query.
+        """
+        hit = self._resolved.get(ref)
+        if hit is not None and (hit[0] == float("inf") or time.monotonic() - hit[0] < _RESOLVE_TTL_S):
+            return hit[1]
+        pending = self._resolving.get(ref)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve_once(ref))
+            self._resolving[ref] = pending
+        return await asyncio.shield(pending)
+
+    async def _resolve_once(self, ref: str) -> FactorSetInfo:
+        try:
+            started = time.monotonic()
+            info = await asyncio.get_running_loop().run_in_executor(self._build_pool, self._resolve_sync, ref)
+        finally:
+            del self._resolving[ref]
+        immutable = is_immutable_ref(ref)
+        if len(self._resolved) > 4096:
+            self._resolved.clear()
+        self._resolved[ref] = (float("inf") if immutable else started, info)
+        return info
+
+    def _resolve_sync(self, ref: str) -> FactorSetInfo:
+        with self._factory() as session:
+            return load_factor_set_info(session=session, ref=ref)
+
+    # ----------------------------------------------------------------- assemblies
+    async def assembly(
+        self, ref: str | FactorSetInfo, tasks: Sequence[str] | None = None, *, combined: bool = False
+    ) -> tuple[Entry, str]:
+        """The ready entry for a task subset, and how it was found: ``hit``, ``miss`` (built) or ``shared``."""
+        fs = ref if isinstance(ref, FactorSetInfo) else await self.resolve(ref)
+        names = fs.canonical_tasks(tasks)
+        key: CacheKey = (fs.id, names, combined, self.provider.name)
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
+            self.stats.hits += 1
+            return entry, "hit"
+        pending = self._inflight.get(key)
+        if pending is not None:
+            self.stats.shared += 1
+            return await asyncio.shield(pending), "shared"
+        self.stats.misses += 1
+        # A task of its own, so a client that disconnects does not cancel a build others are waiting for.
+        task = asyncio.create_task(self._build_and_insert(key, fs, names, combined))
+        self._inflight[key] = task
+        return await asyncio.shield(task), "miss"
+
+    async def _build_and_insert(
+        self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool
+    ) -> Entry:
+        loop = asyncio.get_running_loop()
+        try:
+            entry = await loop.run_in_executor(self._build_pool, self._build, key, fs, names, combined)
+        finally:
+            del self._inflight[key]
+        entry.batcher = MicroBatcher(
+            entry.run,
+            max_batch=self.settings.max_batch,
+            wait_s=self.batch_wait_s,
+            executor=self._infer_pool,
+            on_batch=self._count_batch,
+        )
+        self._insert(entry)
+        return entry
+
+    async def infer(self, entry: Entry, x: np.ndarray) -> list[np.ndarray]:
+        """The entry's outputs (in ``entry.outputs`` order) for a validated batch, micro-batched."""
+        assert entry.batcher is not None
+        return await entry.batcher.submit(x)
+
+    def check_batch(self, x: np.ndarray, entry: Entry) -> np.ndarray:
+        """``x`` as float32 if it fits the entry's input and ``KF_MAX_BATCH``, else a clear error."""
+        x = check_batch(x, entry.input_shape)
+        if len(x) > self.settings.max_batch:
+            raise InvalidInputError(
+                f"the batch holds {len(x)} samples, over the limit of {self.settings.max_batch} (KF_MAX_BATCH); "
+                "split it into several requests"
+            )
+        return x
+
+    async def warm_pins(self) -> None:
+        """Build and pin every ``KF_PIN`` assembly; readiness waits for this."""
+        for ref, tasks in parse_pins(self.settings.pin):
+            try:
+                entry, _ = await self.assembly(ref, tasks)
+            except Exception:
+                log.exception("pinned assembly %s=%s failed to build; the server stays not ready", ref, tasks)
+                return
+            self._pinned.add(entry.key)
+        self.pins_ready = True
+
+    def entries(self) -> list[Entry]:
+        return list(self._cache.values())
+
+    def close(self) -> None:
+        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._build_pool.shutdown(wait=False, cancel_futures=True)
+        self._store_pool.shutdown(wait=False, cancel_futures=True)
+        self._cache.clear()
+
+    def _count_batch(self, _requests: int, rows: int) -> None:
+        self.stats.batches += 1
+        self.stats.batch_rows[rows] = self.stats.batch_rows.get(rows, 0) + 1
+
+    def _insert(self, entry: Entry) -> None:
+        self._cache[entry.key] = entry
+        self.cache_bytes += entry.size_bytes
+        budget = self.settings.cache_bytes
+        for key in list(self._cache):
+            if self.cache_bytes <= budget:
+                break
+            if key == entry.key or key in self._pinned:
+                continue
+            evicted = self._cache.pop(key)
+            self.cache_bytes -= evicted.size_bytes
+            self.stats.evictions += 1
+            log.info(
+                "assembly cache: evicted %s %s (%d bytes)", evicted.factor_set.name, evicted.tasks, evicted.size_bytes
+            )
+
+    # ----------------------------------------------------------------- building (worker threads)
+    def _build(self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool) -> Entry:
+        started = time.perf_counter()
+        tasks_key = ",".join(sorted(names))
+        with self._factory() as session:
+            row = session.scalar(_assembly_row(fs.id, tasks_key, combined))
+            stored = (row.id, row.graph_artifact.sha256, row.graph_artifact.size_bytes) if row is not None else None
+        session_obj: Any = None
+        source = "stored"
+        if stored is not None:
+            try:
+                session_obj = self._stored_session(stored[1], stored[2])
+                assembly_id, sha, size = stored
+                self.stats.loads += 1
+            except ArtifactError as exc:
+                log.warning("stored graph of assembly %s refused (%s); rebuilding it from the parts", stored[0], exc)
+                self.stats.rebuilds += 1
+        if session_obj is None:
+            source = "composed"
+            parts = self._parts(fs)
+            # Storing (portable graph, artifact, catalog row) runs beside the session's creation: two cores, half
+            # the wait. The request returns once both are done, so the id it reports is always in the catalog.
+            stored_future = self._store_pool.submit(self._store_graph, parts, fs, names, tasks_key, combined)
+            if self.provider.name == CPU:
+                session_obj = assemble_session(parts, list(names), combined=combined, threads=self.threads)
+                assembly_id, sha, size = stored_future.result()
+            else:
+                assembly_id, sha, size = stored_future.result()
+                session_obj = self._stored_session(sha, size)
+        entry = _entry(key, assembly_id, fs, names, combined, sha, size, source, session_obj)
+        entry.provider = str(session_obj.get_providers()[0])
+        if entry.provider != self.provider.name:
+            log.warning(
+                "assembly %s runs on %s, not %s: ONNX Runtime fell back for this graph",
+                assembly_id,
+                entry.provider,
+                self.provider.name,
+            )
+        # Warm-up: the first run allocates ORT's buffers and (on CUDA) initialises kernels; no client pays for it.
+        entry.run(np.zeros((1, *(d or 1 for d in entry.input_shape[1:])), dtype=np.float32))
+        entry.build_ms = 1000 * (time.perf_counter() - started)
+        return entry
+
+    def _store_graph(
+        self, parts: FactorParts, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool
+    ) -> tuple[uuid.UUID, str, int]:
+        data = assemble_bytes(parts, list(names), combined=combined)
+        put = self._store.put_bytes(data, durable=False)  # derived: a lost or torn file is rebuilt on read
+        self.stats.compositions += 1
+        return self._record(fs, names, tasks_key, combined, put), put.sha256, put.size
+
+    def _record(self, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool, put: Any) -> uuid.UUID:
+        with session_scope(self._factory) as session:
+            artifact = catalog.record_artifact(session=session, stored=put, media_type=ONNX)
+            row = Assembly(
+                factor_set_id=fs.id, tasks=list(names), tasks_key=tasks_key, combined=combined, graph_artifact=artifact
+            )
+            try:
+                with session.begin_nested():  # another replica may record the same assembly at the same moment
+                    session.add(row)
+            except IntegrityError:
+                found = session.scalar(_assembly_row(fs.id, tasks_key, combined))
+                assert found is not None
+                return found.id
+            return row.id
+
+    def _stored_session(self, sha256: str, size: int) -> Any:
+        """A session over a graph in the artifact store (verified), optimised by ORT as it is created."""
+        data = self._store.read_bytes(sha256, size=size)
+        return _ort.create_session(data, providers=self.provider.providers, options=_ort.session_options(self.threads))
+
+    def _parts(self, fs: FactorSetInfo) -> FactorParts:
+        with self._parts_lock:  # one thread copies a factor set's parts; the others then find them in place
+            return materialize_parts(self._store, fs, self._parts_dir / fs.manifest_sha256)
+
+
+def _assembly_row(factor_set_id: uuid.UUID, tasks_key: str, combined: bool) -> Select[Assembly]:
+    return select(Assembly).where(
+        Assembly.factor_set_id == factor_set_id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
+    )
+
+
+def _entry(
+    key: CacheKey,
+    assembly_id: uuid.UUID,
+    fs: FactorSetInfo,
+    names: tuple[str, ...],
+    combined: bool,
+    sha: str,
+    size: int,
+    source: str,
+    session: Any,
+) -> Entry:
+    desc = json.loads(session.get_modelmeta().custom_metadata_map["kf_assembly"])
+    outputs: list[OutputInfo] = []
+    heads = [(t["name"], t["logits"], t["probs"], t["class_names"]) for t in desc["tasks"]]
+    if desc.get("combined"):
+        c = desc["combined"]
+        heads.append(("combined", c["logits"], c["probs"], c["class_names"]))
+    for task, logits, probs, class_names in heads:
+        labels = [str(n) for n in class_names]
+        outputs += [OutputInfo(logits, task, "logits", labels), OutputInfo(probs, task, "probs", labels)]
+    graph_input = session.get_inputs()[0]
+    shape: list[int | None] = [None, *(int(d) for d in desc["input"]["shape"][1:])]
+    return Entry(
+        key=key,
+        assembly_id=assembly_id,
+        factor_set=fs,
+        tasks=names,
+        combined=combined,
+        graph_sha256=sha,
+        size_bytes=size,
+        source=source,
+        session=session,
+        input_name=graph_input.name,
+        input_shape=shape,
+        outputs=outputs,
+    )
