@@ -33,9 +33,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.parametrize("backend", ["sqlite-inli
 
 @pytest.fixture(scope="module")
 def digits_teacher_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A converged digits teacher (the recipe's MLP, 15 epochs), as the ONNX file users upload."""
+    """A trained digits teacher (the recipe's MLP, 10 epochs), as the ONNX file users upload."""
     out = tmp_path_factory.mktemp("digits-teacher")
-    run_teacher_fit(get_recipe("digits").with_overrides(epochs=15), out)
+    run_teacher_fit(get_recipe("digits").with_overrides(epochs=10), out)
     return out / "teacher.onnx"
 
 
@@ -59,7 +59,7 @@ def test_two_processes_match_one_within_a_point(backend: Backend, digits_teacher
         combined = {}
         for n in (1, 2):
             body = {"teacher_id": teacher["id"], "dataset": "digits", "name": f"digits-{n}", "processes": n}
-            body["overrides"] = {"epochs": 20}
+            body["overrides"] = {"epochs": 15}
             r = client.post("/v1/jobs", json=body)
             assert r.status_code == 202, r.text
             job = watch(client, r.json()["id"], timeout=300, backend=backend)[-1]
