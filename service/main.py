@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import errors
-from service.artifacts import ArtifactStore
+from service.artifacts import open_store
 from service.auth import Authenticator, required_scope
 from service.config import Settings, get_settings
 from service.db import make_engine, make_sessionmaker
@@ -60,6 +60,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (errors.UnsupportedMediaError, 415),
     (errors.InvalidInputError, 422),
     (errors.QueueUnavailableError, 503),
+    (errors.ArtifactStoreUnavailableError, 503),
     (errors.ArtifactError, 500),
     (errors.DeviceUnavailableError, 503),
 ]
@@ -170,7 +171,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         factory = make_sessionmaker(engine)
         app.state.settings = settings
         app.state.sessionmaker = factory
-        app.state.store = ArtifactStore(settings.artifact_dir)
+        app.state.store = open_store(settings)
         app.state.auth = Authenticator(factory)
         app.state.runtime = Runtime(settings, factory, app.state.store)  # fails here if KF_DEVICE=cuda lacks CUDA
         collectors = register_collectors(registry, app.state.runtime, factory, settings)
