@@ -20,7 +20,11 @@ if [ "${KF_GPU_CHECK_FULL:-0}" = 1 ]; then
 else
     # torch's CUDA wheels as constraints (metadata only, nothing large is downloaded for this step)
     image_pip install -q --dry-run --ignore-installed --report "$venv.torch.json" torch==2.13.0
-    python3.11 -c 'import json,sys; print("\n".join(f"{i[\"metadata\"][\"name\"]}=={i[\"metadata\"][\"version\"]}" for i in json.load(open(sys.argv[1]))["install"] if i["metadata"]["name"].startswith(("nvidia-", "cuda-"))))' "$venv.torch.json" >"$venv.constraints.txt"
+    python3.11 -c 'import json, sys
+for i in json.load(open(sys.argv[1]))["install"]:
+    m = i["metadata"]
+    if m["name"].startswith(("nvidia-", "cuda-")):
+        print(m["name"] + "==" + m["version"])' "$venv.torch.json" >"$venv.constraints.txt"
     ort=$(python3.11 -c 'import tomllib; print(tomllib.load(open("pyproject.toml","rb"))["project"]["optional-dependencies"]["gpu"][0])')
     image_pip install -q -c "$venv.constraints.txt" "$ort"
 fi

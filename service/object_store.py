@@ -81,7 +81,7 @@ class RemoteObjects:
         with self._errors(key), suppress(FileNotFoundError):
             self._fs.rm_file(self._path(key))
 
-    def keys(self) -> list[str]:
+    def list_keys(self) -> list[str]:
         """Every key under the prefix (for tests and maintenance; lists the whole prefix)."""
         with self._errors(""):
             found = self._fs.find(self._root)

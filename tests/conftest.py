@@ -2,12 +2,13 @@
 
 Every database test runs twice, ``[sqlite]`` and ``[postgresql]``: SQLite with the artifact store in a local
 directory (the embedded setup), PostgreSQL with the artifacts on object storage (the scaled-out setup), a real
-S3-protocol server (moto's standalone ``moto_server``, one per test run, over HTTP) with a fresh prefix per test. Each test run (pytest session) migrates its
-own PostgreSQL schema in the ``test`` database (``KF_TEST_POSTGRES_URL``) once, empties it before every test and
-drops it at the end (schemas of runs that were killed are dropped by the next run), so reruns and parallel CI
-jobs never see each other's rows. SQLite tests copy a migrated file. Redis tests (``tests/service/conftest.py``)
-use their own queue names and delete their keys. Where PostgreSQL or Redis is not reachable, the tests that need
-it are skipped with the reason (``-ra`` prints it); set ``KF_TEST_REQUIRE_SERVICES=1`` to make that a failure.
+S3-protocol server (moto's standalone ``moto_server``, one per test run, over HTTP) with a fresh prefix per test.
+Each test run (pytest session) migrates its own PostgreSQL schema in the ``test`` database
+(``KF_TEST_POSTGRES_URL``) once, empties it before every test and drops it at the end (schemas of runs that were
+killed are dropped by the next run), so reruns and parallel CI jobs never see each other's rows. SQLite tests copy a
+migrated file. Redis tests (``tests/service/conftest.py``) use their own queue names and delete their keys. Where
+PostgreSQL or Redis is not reachable, the tests that need it are skipped with the reason (``-ra`` prints it); set
+``KF_TEST_REQUIRE_SERVICES=1`` to make that a failure.
 
 Every response a test client receives is checked against the app's OpenAPI document: a status code a route
 does not document fails the test that provoked it.

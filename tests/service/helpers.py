@@ -179,4 +179,4 @@ def stored_files(store: Any) -> list[str]:
     local = [str(p) for p in Path(store.root).rglob("*") if p.is_file()]
     if store.remote is None:
         return local
-    return sorted(local + [f"{store.location}/{k}" for k in store.remote.keys()])
+    return sorted(local + [f"{store.location}/{k}" for k in store.remote.list_keys()])
