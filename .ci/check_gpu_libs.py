@@ -98,7 +98,7 @@ def main() -> int:
     if failures:
         print("\n".join(["GPU library check FAILED:", *failures]), file=sys.stderr)
         return 1
-    print("GPU library check: every library the CUDA provider and torch's CUDA build need resolves")
+    print("GPU library check: every library checked above resolves inside the image")
     return 0
 
 
