@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.artifacts import ArtifactStore
+from service.catalog.artifacts import ArtifactStore
 from service.errors import (
     ArtifactCorruptError,
     ArtifactMissingError,

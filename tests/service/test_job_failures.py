@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from service.artifacts import open_store
+from service.catalog.artifacts import open_store
 from tests.conftest import open_client
 from tests.factories import tiny_job_body
 from tests.service.helpers import DIGIT_GROUPS, Backend, TeacherFiles, corrupt_artifact, upload_teacher, watch
