@@ -55,8 +55,8 @@ class Host:
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest, tmp_path: Path, redis_url: str) -> Iterator[tuple[Host, Host, Host]]:
     """Replicas a and b and a worker, started; catalog migrated once (as a deployment's migration job would)."""
-    from service.config import settings_env
     from service.catalog.migrate import upgrade
+    from service.config import settings_env
 
     shared = store_settings(request, tmp_path, remote=True)
     with pg_schema() as url:
