@@ -40,7 +40,9 @@ from service.routes import (
     predict,
     teachers,
     v2,
+    whoami,
 )
+from service.routes.console import mount_console
 from service.runners import Runner, make_runner
 from service.runtime import Runtime
 
@@ -203,6 +205,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for module in (health, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
+    for module in (health, whoami, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
         app.include_router(module.router)
+    mount_console(app)
     return app

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import Console, Tab, sign_in, wait_until
+from tests.ui.conftest import Console, Tab, sign_in
 
 # Three tasks on one 10-class output, so that two subsets really differ: a class group each and all ten digits.
 TASKS = [
@@ -41,7 +41,8 @@ def teacher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def api_teacher(console: Console, teacher_file: Path) -> dict[str, Any]:
     """A teacher uploaded through the API (for tests that are not about the upload form)."""
     files = {"file": ("digits.onnx", teacher_file.read_bytes())}
-    r = console.api("POST", "/v1/teachers", files=files, data={"spec": json.dumps({"name": "digits-api", "tasks": TASKS})})
+    spec = json.dumps({"name": "digits-api", "tasks": TASKS})
+    r = console.api("POST", "/v1/teachers", files=files, data={"spec": spec})
     assert r.status_code == 201, r.text
     teacher: dict[str, Any] = r.json()
     return teacher
@@ -145,8 +146,47 @@ def test_admin_uploads_factorizes_and_predicts(console: Console, tab: Tab, teach
         assert sorted(shown) == sorted(subset)
         assert shown == {t: expected["predictions"][t]["class_names"][0] for t in subset}
         assert "ms round trip" in page.inner_text("#pg-latency")
+    page.locator("#pg-results").scroll_into_view_if_needed()
     tab.shot("playground")
     assert "tritonclient" in page.inner_text("#pg-snippets") and console.admin_key not in page.inner_text("main")
+
+    # The other inputs: a .npy batch (checked against /v1/predict), an image and a drawing.
+    import io
+
+    import numpy as np
+
+    batch = np.asarray(sample["inputs"], dtype=np.float32)[:, :, ::-1, :].copy()  # mirrored: another input
+    npy = io.BytesIO()
+    np.save(npy, batch)
+    page.set_input_files("#pg-npy", {"name": "x.npy", "mimeType": "application/octet-stream", "buffer": npy.getvalue()})
+    page.wait_for_selector("#pg-input-note:has-text('x.npy')")
+    page.click("#pg-run")
+    page.wait_for_selector("#pg-results .task-result")
+    expected = console.api(
+        "POST", "/v1/predict", json={"factor_set": fs["id"], "tasks": ["high"], "inputs": batch.tolist()}
+    )
+    assert _shown_predictions(tab) == {"high": expected.json()["predictions"]["high"]["class_names"][0]}
+    png = io.BytesIO()
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(image).ellipse((16, 8, 48, 56), outline=255, width=6)
+    image.save(png, format="PNG")
+    page.set_input_files("#pg-image", {"name": "zero.png", "mimeType": "image/png", "buffer": png.getvalue()})
+    page.wait_for_selector("#pg-input-note:has-text('zero.png')")
+    page.click("#pg-run")
+    page.wait_for_selector("#pg-results .task-result")
+    box = page.locator("#pg-pad").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.2 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.8 * box["height"], steps=8)
+    page.mouse.up()
+    page.wait_for_selector("#pg-input-note:has-text('drawing')")
+    page.click("#pg-run")
+    page.wait_for_selector("#pg-results .task-result")
+    page.locator("#pg-pad").scroll_into_view_if_needed()
+    tab.shot("playground-drawing")
 
     # The fused graph of the ticked subset downloads, with the key in a header only.
     with page.expect_download() as info:
@@ -157,11 +197,11 @@ def test_admin_uploads_factorizes_and_predicts(console: Console, tab: Tab, teach
     graph = onnx.load(str(path))
     assert {o.name for o in graph.graph.output} >= {"probs_high"}
 
-    for name in ("jobs", "factor-sets", "datasets", "teachers"):
+    for name in ("overview", "jobs", "factor-sets", "datasets", "teachers"):
         page.click(f".nav a[data-page={name}]")
         page.wait_for_selector("main h1")
         page.wait_for_selector("main[aria-busy=false]")
-        tab.shot(name)
+        tab.shot(name if name != "overview" else "overview-with-data")
     assert not tab.errors and not tab.dialogs
 
 

@@ -3,7 +3,7 @@
 // user leaves the page, so live streams and polls stop with it.
 
 import { ApiError, api, auth } from "./api.js";
-import { clear, errorBox, h } from "./dom.js";
+import { add, clear, errorBox, fill, h } from "./dom.js";
 import * as factorSets from "./pages/factor_sets.js";
 import * as jobs from "./pages/jobs.js";
 import * as overview from "./pages/overview.js";
@@ -63,7 +63,7 @@ function header() {
   });
   return h(
     "header",
-    { class: "top" },
+    { class: "topbar" },
     h("a", { class: "brand", href: "#/overview" }, "KF console"),
     nav,
     h("div", { class: "who" }, h("span", { class: `scope scope-${who.scope}`, id: "scope" }, scope), who.scope === "anonymous" ? null : out),
@@ -80,7 +80,7 @@ async function route() {
   const main = clear(document.getElementById("main"));
   const render = ROUTES[page];
   if (!render) {
-    main.append(errorBox(`There is no page '${page}'.`));
+    add(main, errorBox(`There is no page '${page}'.`));
     return;
   }
   const ctx = {
@@ -99,7 +99,7 @@ async function route() {
     await render(main, ctx);
   } catch (err) {
     if (controller.signal.aborted) return;
-    main.append(errorBox(err instanceof ApiError ? `${err.message} (HTTP ${err.status})` : String(err.message || err)));
+    add(main, errorBox(err instanceof ApiError ? `${err.message} (HTTP ${err.status})` : String(err.message || err)));
   } finally {
     if (!controller.signal.aborted) main.setAttribute("aria-busy", "false");
   }
@@ -125,7 +125,7 @@ function signIn(message) {
     auth.set(input.value);
     boot();
   });
-  root.append(form);
+  add(root, form);
   input.focus();
 }
 
@@ -139,11 +139,11 @@ async function boot() {
       signIn(had ? err.message : "");
       return;
     }
-    clear(document.getElementById("app")).append(errorBox(`The API did not answer: ${err.message}`));
+    fill(document.getElementById("app"), errorBox(`The API did not answer: ${err.message}`));
     return;
   }
   const root = clear(document.getElementById("app"));
-  root.append(header(), h("main", { id: "main", class: "main" }));
+  add(root, header(), h("main", { id: "main", class: "main" }));
   document.body.classList.toggle("is-admin", state.who.scope === "admin" || state.who.scope === "anonymous");
   await route();
 }

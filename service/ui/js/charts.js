@@ -1,7 +1,7 @@
 // Small SVG charts built with the DOM API (no library, no innerHTML): a line chart for training curves, grouped
 // bars for teacher vs factor accuracy, and a heatmap table for the leakage matrix.
 
-import { h, s } from "./dom.js";
+import { fill, h, s } from "./dom.js";
 
 const COLORS = ["#2563eb", "#f97316", "#16a34a", "#dc2626", "#7c3aed", "#0891b2", "#ca8a04", "#db2777"];
 
@@ -51,7 +51,10 @@ export function lineChart(series, { width = 560, height = 240, xLabel = "", yLab
     svg.append(s("line", { x1: m.l, x2: width - m.r, y1: Y(t), y2: Y(t), class: "gridline" }));
     svg.append(s("text", { x: m.l - 6, y: Y(t) + 4, class: "tick", "text-anchor": "end" }, fmt(t)));
   }
-  for (const t of ticks(x0, x1)) {
+  const integral = pts.every(([x]) => Number.isInteger(x));
+  const step = Math.max(1, Math.ceil((x1 - x0) / 6));
+  const xTicks = integral ? Array.from({ length: Math.floor((x1 - x0) / step) + 1 }, (_, i) => x0 + i * step) : ticks(x0, x1);
+  for (const t of xTicks) {
     svg.append(s("text", { x: X(t), y: height - m.b + 16, class: "tick", "text-anchor": "middle" }, fmt(t)));
   }
   svg.append(s("text", { x: (m.l + width - m.r) / 2, y: height - 4, class: "axis-label", "text-anchor": "middle" }, xLabel));
@@ -123,4 +126,48 @@ export function heatmap(rows, cols, matrix, { title = "", rowHead = "", colHead 
     title ? h("figcaption", {}, title) : null,
     h("table", { class: "heatmap" }, h("thead", {}, head), h("tbody", {}, body)),
   );
+}
+
+/** Metric names grouped for plotting: un-prefixed ones ("loss", "loss_infomax") together, and "task/term"
+ * names by term, one line per task (the terms have different scales, so one chart each). */
+export function metricGroups(keys) {
+  const groups = new Map();
+  for (const k of keys) {
+    const cut = k.indexOf("/");
+    const group = cut < 0 ? "totals" : k.slice(cut + 1);
+    if (!groups.has(group)) groups.set(group, []);
+    groups.get(group).push(k);
+  }
+  return groups;
+}
+
+/** A line chart of `points` ({metric: [[x, y]]}) with a picker of the metric group; `state.group` keeps the
+ * choice across redraws (live jobs redraw on every event). */
+export function metricChart(points, state, { xLabel = "", title = "" } = {}) {
+  const groups = metricGroups(Object.keys(points));
+  if (!groups.has(state.group)) state.group = groups.keys().next().value;
+  const label = (g) => (g === "totals" ? "total loss and InfoMax term" : `${g}, per task`);
+  const select = h(
+    "select",
+    { class: "chart-select", "aria-label": "metrics to plot" },
+    [...groups.keys()].map((g) => h("option", { value: g, selected: g === state.group }, label(g))),
+  );
+  const holder = h("div");
+  const draw = () =>
+    fill(holder, lineChart((groups.get(state.group) || []).map((k) => ({ name: k, points: points[k] })), { xLabel, title }));
+  select.addEventListener("change", () => {
+    state.group = select.value;
+    draw();
+  });
+  draw();
+  return h("div", { class: "metric-chart" }, groups.size > 1 ? h("label", { class: "chart-pick" }, "Plot ", select) : null, holder);
+}
+
+/** Per-epoch history rows ([{epoch, metric: value}]) as {metric: [[epoch, value]]}. */
+export function historyPoints(history) {
+  const out = {};
+  for (const row of history) {
+    for (const [k, v] of Object.entries(row)) if (k !== "epoch") (out[k] ||= []).push([row.epoch, Number(v)]);
+  }
+  return out;
 }

@@ -38,6 +38,16 @@ export function clear(el) {
   return el;
 }
 
+/** el.append(...) that skips null, undefined and false (so `cond ? x : null` works) and flattens arrays. */
+export function add(el, ...children) {
+  return append(el, children);
+}
+
+/** Replace el's children. */
+export function fill(el, ...children) {
+  return append(clear(el), children);
+}
+
 export function shortId(id) {
   return String(id || "").slice(0, 8);
 }

@@ -63,6 +63,14 @@ export function showApiError(form, err, fields, fallback = "_form") {
     }
   }
   for (const [name, message] of placed) setError(form, name, message);
+  focusFirstError(form);
+}
+
+/** Bring the first field with an error into view (below the sticky header) and put the cursor in it. */
+export function focusFirstError(form) {
+  const first = form.querySelector(".invalid") || form.querySelector(".field-error:not(:empty)");
+  first?.scrollIntoView({ block: "center" });
+  if (first?.focus) first.focus({ preventScroll: true });
 }
 
 /** Parse an optional JSON field; an unparseable one is reported next to it and returns undefined. */

@@ -2,8 +2,8 @@
 // tasks, teacher vs factor accuracy, evaluation results when the run has them, lineage and artifacts.
 
 import { api } from "../api.js";
-import { groupedBars, heatmap, lineChart } from "../charts.js";
-import { facts, fmtBytes, fmtTime, h, json, num, pager, pct, section, shortId, table } from "../dom.js";
+import { groupedBars, heatmap, historyPoints, metricChart } from "../charts.js";
+import { add, facts, fmtBytes, fmtTime, h, json, num, pager, pct, section, shortId, table } from "../dom.js";
 import { artifactRow } from "./teachers.js";
 
 const PAGE = 25;
@@ -23,7 +23,7 @@ async function list(main, ctx) {
     ev.preventDefault();
     ctx.go(ctx.link("factor-sets", null, { name: nameIn.value.trim() }));
   });
-  main.append(
+  add(main, 
     h("h1", {}, "Factor sets"),
     section(
       name ? `Versions of ${name}` : "All factor sets, newest first",
@@ -71,15 +71,6 @@ function evaluation(fs) {
   if (m.transfer && typeof m.transfer === "object") {
     out.push(h("h3", {}, "transfer"), json(m.transfer));
   }
-  if (Array.isArray(m.history) && m.history.length) {
-    const keys = Object.keys(m.history[0]).filter((k) => k !== "epoch");
-    out.push(
-      lineChart(
-        keys.slice(0, 8).map((k) => ({ name: k, points: m.history.map((row) => [row.epoch, row[k]]) })),
-        { xLabel: "epoch", title: "training curves (per-epoch means)" },
-      ),
-    );
-  }
   return out;
 }
 
@@ -89,7 +80,7 @@ async function detail(main, ctx) {
   const tasks = fs.factors.map((f) => f.task);
   const evalParts = evaluation(fs);
   const lin = fs.lineage;
-  main.append(
+  add(main, 
     h("p", { class: "crumbs" }, h("a", { href: "#/factor-sets" }, "Factor sets"), " / ", `${fs.name}:${fs.version}`),
     h(
       "div",
@@ -110,16 +101,32 @@ async function detail(main, ctx) {
           f.metrics?.gap_points === undefined ? "–" : `${num(f.metrics.gap_points, 1)} pts`,
         ]),
       ),
-      groupedBars(
-        tasks,
-        [
-          { name: "teacher", values: fs.factors.map((f) => f.metrics?.teacher_accuracy) },
-          { name: "factor network", values: fs.factors.map((f) => f.metrics?.factor_accuracy) },
-        ],
-        { title: "test accuracy: teacher vs factor network, per task" },
+    ),
+    h(
+      "div",
+      { class: "two-col" },
+      section(
+        "Accuracy",
+        groupedBars(
+          tasks,
+          [
+            { name: "teacher", values: fs.factors.map((f) => f.metrics?.teacher_accuracy) },
+            { name: "factor network", values: fs.factors.map((f) => f.metrics?.factor_accuracy) },
+          ],
+          { title: "test accuracy: teacher vs factor network, per task" },
+        ),
+      ),
+      section(
+        "Training",
+        Array.isArray(fs.metrics?.history) && fs.metrics.history.length
+          ? metricChart(historyPoints(fs.metrics.history), {}, { xLabel: "epoch", title: "per-epoch means" })
+          : h("p", { class: "empty" }, "The run recorded no training history."),
       ),
     ),
-    section("Evaluation", evalParts.length ? evalParts : h("p", { class: "empty" }, "This run has no evaluation results beyond accuracy (run `kf evaluate` on its run directory).")),
+    section(
+      "Evaluation",
+      evalParts.length ? evalParts : h("p", { class: "empty" }, "No leakage, disentanglement or transfer results for this run (`kf evaluate` measures them)."),
+    ),
     h(
       "div",
       { class: "two-col" },

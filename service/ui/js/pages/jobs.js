@@ -2,9 +2,9 @@
 // (server-sent events from /v1/jobs/{id}/events, read with fetch so the key stays in a header).
 
 import { ApiError, api, events } from "../api.js";
-import { lineChart } from "../charts.js";
-import { badge, bar, clear, errorBox, facts, fmtTime, h, json, pager, section, shortId, table, toast } from "../dom.js";
-import { clearErrors, field, jsonField, setError, showApiError } from "../forms.js";
+import { historyPoints, metricChart } from "../charts.js";
+import { add, badge, bar, errorBox, facts, fill, fmtTime, h, json, pager, section, shortId, table, toast } from "../dom.js";
+import { clearErrors, field, focusFirstError, jsonField, setError, showApiError } from "../forms.js";
 
 const PAGE = 25;
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -39,7 +39,7 @@ async function jobList(main, ctx) {
   });
   statusSel.addEventListener("change", () => filters.requestSubmit());
 
-  main.append(
+  add(main, 
     h(
       "div",
       { class: "title-row" },
@@ -133,6 +133,7 @@ async function newJob(main, ctx) {
     if (attempts.value !== "") body.max_attempts = Number(attempts.value);
     if (errors.length) {
       for (const [f, m] of errors) setError(form, f, m);
+      focusFirstError(form);
       return;
     }
     try {
@@ -142,7 +143,7 @@ async function newJob(main, ctx) {
       showApiError(form, err, fields);
     }
   });
-  main.append(
+  add(main, 
     h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / new"),
     h("h1", {}, "Factorize a teacher"),
     ctx.admin ? section("New job", form) : errorBox("Submitting jobs needs an admin key."),
@@ -156,6 +157,7 @@ class JobView {
   constructor(ctx, job) {
     this.ctx = ctx;
     this.curve = {}; // metric name -> [[step, value]]
+    this.curveState = {};
     this.lastStep = -1;
     this.root = h("div", { class: "job-view" });
     this.head = h("div", { class: "title-row" });
@@ -166,7 +168,7 @@ class JobView {
     this.metrics = h("div");
     this.chart = h("div", { id: "loss-curve" });
     this.result = h("div");
-    this.root.append(
+    add(this.root, 
       h("p", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), " / ", shortId(job.id)),
       this.head,
       section("Progress", this.progress, this.summary, this.error, this.result),
@@ -200,22 +202,22 @@ class JobView {
   update(job) {
     this.job = job;
     this.record(job);
-    clear(this.head).append(h("h1", {}, `Job ${shortId(job.id)} `, badge(job.status)), this.cancelButton(job));
-    clear(this.progress).append(bar(job.progress, { label: "job progress" }));
+    fill(this.head, h("h1", {}, `Job ${shortId(job.id)} `, badge(job.status)), this.cancelButton(job));
+    fill(this.progress, bar(job.progress, { label: "job progress" }));
     this.progress.firstChild.id = "job-progress";
-    clear(this.summary).append(
+    fill(this.summary, 
       h("span", { id: "job-stage" }, `stage: ${job.stage}`),
       h("span", { id: "job-epoch" }, `epoch ${job.epoch} of ${job.epochs}`),
       h("span", {}, `step ${job.step} of ${job.steps_total}`),
       h("span", {}, `attempt ${job.attempts} of ${job.max_attempts}`),
     );
-    clear(this.error).append(job.error ? errorBox(`Last error: ${job.error}`) : null);
-    clear(this.result).append(
+    fill(this.error, job.error ? errorBox(`Last error: ${job.error}`) : null);
+    fill(this.result, 
       job.factor_set_id
         ? h("p", {}, "Registered factor set ", h("a", { href: this.ctx.link("factor-sets", job.factor_set_id), id: "job-factor-set" }, job.factor_set_name), ".")
         : null,
     );
-    clear(this.facts).append(
+    fill(this.facts, 
       facts([
         ["id", h("code", {}, job.id)],
         ["teacher", h("a", { href: this.ctx.link("teachers", job.teacher_id) }, shortId(job.teacher_id))],
@@ -233,29 +235,23 @@ class JobView {
       ]),
     );
     const rows = Object.entries(job.metrics || {}).map(([k, v]) => [k, Number(v).toFixed(4)]);
-    clear(this.metrics).append(table(["metric", "value"], rows, { empty: "No metrics yet." }));
+    fill(this.metrics, table(["metric", "value"], rows, { empty: "No metrics yet." }));
     this.drawCurve();
   }
 
   drawCurve(history) {
     if (history) this.history = history;
-    let series;
-    let xLabel = "step";
-    if (this.history?.length) {
-      const keys = Object.keys(this.history[0]).filter((k) => k !== "epoch");
-      series = keys.slice(0, 6).map((k) => ({ name: k, points: this.history.map((row) => [row.epoch, row[k]]) }));
-      xLabel = "epoch";
-    } else {
-      series = Object.entries(this.curve).slice(0, 6).map(([name, points]) => ({ name, points }));
-    }
-    clear(this.chart).append(lineChart(series, { xLabel, title: this.history?.length ? "per-epoch means (final)" : "running means, live" }));
+    const final = Boolean(this.history?.length);
+    const points = final ? historyPoints(this.history) : this.curve;
+    const title = final ? "per-epoch means of the finished run" : "running means of the current epoch, live";
+    fill(this.chart, metricChart(points, this.curveState, { xLabel: final ? "epoch" : "step", title }));
   }
 }
 
 async function jobPage(main, ctx) {
   let job = await api(`/v1/jobs/${encodeURIComponent(ctx.id)}`, { signal: ctx.signal });
   const view = new JobView(ctx, job);
-  main.append(view.root);
+  add(main, view.root);
   view.update(job);
   const finish = async (j) => {
     if (j.factor_set_id) {

@@ -2,12 +2,12 @@
 // catalog (list endpoints' `count` with limit=1, so the page costs the same with 10 or 10,000 rows).
 
 import { api, parseMetrics } from "../api.js";
-import { badge, fmtBytes, fmtTime, h, section, shortId, table } from "../dom.js";
+import { add, badge, fmtBytes, fmtTime, h, section, shortId, table } from "../dom.js";
 
 const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"];
 
-function tile(label, value, href) {
-  const body = [h("div", { class: "tile-value" }, String(value)), h("div", { class: "tile-label" }, label)];
+function tile(label, value, href, title) {
+  const body = [h("div", { class: "tile-value", title }, String(value)), h("div", { class: "tile-label" }, label)];
   return href ? h("a", { class: "tile", href }, body) : h("div", { class: "tile" }, body);
 }
 
@@ -34,7 +34,7 @@ export async function render(main, ctx) {
   const rows = metric(m, "kf_batch_size_sum");
   const lookups = (hits || 0) + (misses || 0);
 
-  main.append(
+  add(main, 
     h("h1", {}, "Overview"),
     section(
       "Service",
@@ -42,21 +42,32 @@ export async function render(main, ctx) {
         "div",
         { class: "tiles" },
         tile("status", health.status),
-        tile("execution provider", health.provider),
+        tile("execution provider", health.provider.replace(/ExecutionProvider$/, ""), null, health.provider),
         tile("catalog", health.database),
         tile("job runner", health.jobs),
       ),
       health.provider_reason ? h("p", { class: "hint" }, `Provider: ${health.provider_reason}`) : null,
     ),
-    section(
-      "Catalog",
-      h(
-        "div",
-        { class: "tiles" },
-        tile("teachers", teachers, "#/teachers"),
-        tile("datasets", datasets, "#/datasets"),
-        tile("factor sets", factorSets, "#/factor-sets"),
-        STATUSES.map((status, i) => tile(`jobs ${status}`, jobCounts[i], ctx.link("jobs", null, { status }))),
+    h(
+      "div",
+      { class: "two-col" },
+      section(
+        "Catalog",
+        h(
+          "div",
+          { class: "tiles" },
+          tile("teachers", teachers, "#/teachers"),
+          tile("datasets", datasets, "#/datasets"),
+          tile("factor sets", factorSets, "#/factor-sets"),
+        ),
+      ),
+      section(
+        "Jobs",
+        h(
+          "div",
+          { class: "tiles narrow" },
+          STATUSES.map((status, i) => tile(status, jobCounts[i], ctx.link("jobs", null, { status }))),
+        ),
       ),
     ),
     section(

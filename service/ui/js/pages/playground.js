@@ -3,7 +3,7 @@
 // latency; download the fused ONNX graph of exactly those tasks; copy the same request as curl or tritonclient.
 
 import { api, download } from "../api.js";
-import { clear, errorBox, h, section, snippet, toast } from "../dom.js";
+import { add, clear, errorBox, fill, h, section, snippet, toast } from "../dom.js";
 
 const VIEW = 224; // preview and drawing canvases, in CSS pixels
 
@@ -82,7 +82,7 @@ function probabilityBars(pred, classNames, truth) {
       const name = classNames[i] ?? String(i);
       return h(
         "div",
-        { class: ["prob-row", i === pred.labels[0] ? "top" : "", truth === i ? "truth" : ""] },
+        { class: ["prob-row", i === pred.labels[0] ? "best" : "", truth === i ? "truth" : ""] },
         h("span", { class: "prob-name" }, name),
         h("div", { class: "prob-bar" }, fill),
         h("span", { class: "prob-value" }, `${(100 * p).toFixed(1)} %`),
@@ -93,9 +93,9 @@ function probabilityBars(pred, classNames, truth) {
 
 export async function render(main, ctx) {
   const sets = await api("/v1/factor-sets", { query: { limit: 200 }, signal: ctx.signal });
-  main.append(h("h1", {}, "Playground"));
+  add(main, h("h1", {}, "Playground"));
   if (!sets.data.length) {
-    main.append(errorBox("No factor sets yet: run a job first (Jobs → New job)."));
+    add(main, errorBox("No factor sets yet: run a job first (Jobs → New job)."));
     return;
   }
   const wanted = ctx.params.get("fs");
@@ -111,7 +111,7 @@ export async function render(main, ctx) {
   }
   const body = h("div", { id: "pg-body" });
   picker.addEventListener("change", () => ctx.go(ctx.link("playground", null, { fs: picker.value })));
-  main.append(section("Factor set", h("label", { class: "inline" }, "Factor set ", picker)), body);
+  add(main, section("Factor set", h("label", { class: "inline" }, "Factor set ", picker)), body);
   await workbench(body, ctx, await api(`/v1/factor-sets/${picker.value}`, { signal: ctx.signal }));
 }
 
@@ -221,15 +221,14 @@ async function workbench(root, ctx, fs) {
     show(`${file.name}: sent as a base64 .npy batch of shape (N, ${shape.join(", ")}); the API checks its shape.`);
   });
 
-  const inputs = h(
+  const otherInputs = h(
     "div",
     { class: "input-ways" },
-    h("div", { class: "way" }, h("h3", {}, "A held-out sample"), h("p", { class: "hint" }, "From the test split of the data this factor set was trained on."), h("div", { class: "actions" }, sampleBtn, randomBtn)),
     c === 1 || c === 3 ? h("div", { class: "way" }, h("h3", {}, "Draw"), pad, h("div", { class: "actions" }, wipeBtn)) : null,
     c === 1 || c === 3
       ? h("div", { class: "way" }, h("h3", {}, "An image"), imageIn, h("label", { class: "check" }, invert, " dark ink on light paper"))
       : null,
-    h("div", { class: "way" }, h("h3", {}, "A .npy file"), npyIn),
+    h("div", { class: "way" }, h("h3", {}, "A .npy file"), npyIn, h("p", { class: "hint" }, `float32, shape (N, ${shape.join(", ")}); a batch shows its first sample's results.`)),
   );
 
   // Results.
@@ -246,8 +245,8 @@ async function workbench(root, ctx, fs) {
     const chosen = tasks();
     const x = payload();
     clear(results);
-    if (!chosen.length) return results.append(errorBox("Tick at least one task."));
-    if (!x) return results.append(errorBox("Give an input first: a sample, a drawing, an image or a .npy file."));
+    if (!chosen.length) return add(results, errorBox("Tick at least one task."));
+    if (!x) return add(results, errorBox("Give an input first: a sample, a drawing, an image or a .npy file."));
     runBtn.disabled = true;
     const t0 = performance.now();
     try {
@@ -258,7 +257,7 @@ async function workbench(root, ctx, fs) {
         const pred = res.predictions[task];
         const factor = fs.factors.find((f) => f.task === task);
         const truth = state.truth?.[task];
-        results.append(
+        add(results, 
           h(
             "div",
             { class: "task-result", dataset: { task } },
@@ -270,7 +269,7 @@ async function workbench(root, ctx, fs) {
         );
       }
     } catch (err) {
-      results.append(errorBox(err.message));
+      add(results, errorBox(err.message));
     } finally {
       runBtn.disabled = false;
     }
@@ -322,19 +321,30 @@ async function workbench(root, ctx, fs) {
       ")",
       ...chosen.map((t) => `print("${t}", result.as_numpy("label_${t}"))`),
     ].join("\n");
-    clear(snippets).append(snippet("curl (JSON API)", curl), snippet("Python, tritonclient (Open Inference Protocol v2)", py));
+    fill(snippets, snippet("curl (JSON API)", curl), snippet("Python, tritonclient (Open Inference Protocol v2)", py));
   };
   for (const b of boxes) b.querySelector("input").addEventListener("change", updateSnippets);
 
-  clear(root).append(
+  fill(
+    root,
     h(
       "div",
-      { class: "two-col" },
-      section("Tasks", h("div", { class: "checks", id: "pg-tasks" }, boxes), h("p", { class: "hint" }, "Any subset is assembled on the fly: the shared CKN runs once, each ticked task adds its small part.")),
-      section("Input", preview, inputNote),
+      { class: "pg-grid" },
+      section(
+        "Input",
+        preview,
+        inputNote,
+        h("div", { class: "actions" }, sampleBtn, randomBtn),
+      ),
+      section(
+        "Tasks and predictions",
+        h("div", { class: "checks", id: "pg-tasks" }, boxes),
+        h("p", { class: "hint" }, "Any subset is assembled on the fly: the shared CKN runs once, each ticked task adds its small part."),
+        h("div", { class: "actions" }, runBtn, onnxBtn, latency),
+        results,
+      ),
     ),
-    section("Give an input", inputs),
-    section("Predictions", h("div", { class: "actions" }, runBtn, onnxBtn, latency), results),
+    section("Other inputs", otherInputs),
     section("The same request from code", snippets),
   );
   updateSnippets();

@@ -2,8 +2,8 @@
 // uploads from predict keys whatever the page shows).
 
 import { api, download } from "../api.js";
-import { clearErrors, field, jsonField, setError, showApiError } from "../forms.js";
-import { facts, fmtBytes, fmtTime, h, pager, section, table, toast } from "../dom.js";
+import { clearErrors, field, focusFirstError, jsonField, setError, showApiError } from "../forms.js";
+import { add, facts, fmtBytes, fmtTime, h, pager, section, table, toast } from "../dom.js";
 
 const PAGE = 25;
 
@@ -79,6 +79,7 @@ function teacherForm(ctx) {
     if (description.value.trim()) spec.description = description.value;
     if (errors.length) {
       for (const [f, m] of errors) setError(form, f, m);
+      focusFirstError(form);
       return;
     }
     submitUpload(form, "/v1/teachers", file.files[0], spec, fields, (row) => ctx.go(ctx.link("teachers", row.id)));
@@ -89,7 +90,7 @@ function teacherForm(ctx) {
 async function teacherList(main, ctx) {
   const offset = offsetOf(ctx);
   const page = await api("/v1/teachers", { query: { offset, limit: PAGE }, signal: ctx.signal });
-  main.append(
+  add(main, 
     h("h1", {}, "Teachers"),
     section(
       "Uploaded teachers",
@@ -113,7 +114,7 @@ async function teacherList(main, ctx) {
 
 async function teacherPage(main, ctx) {
   const t = await api(`/v1/teachers/${encodeURIComponent(ctx.id)}`, { signal: ctx.signal });
-  main.append(
+  add(main, 
     h("p", { class: "crumbs" }, h("a", { href: "#/teachers" }, "Teachers"), " / ", t.name),
     h("h1", {}, t.name),
     section(
@@ -177,6 +178,7 @@ function datasetForm(ctx) {
     if (!name.value.trim()) errors.push(["name", "give the dataset a name"]);
     if (errors.length) {
       for (const [f, m] of errors) setError(form, f, m);
+      focusFirstError(form);
       return;
     }
     const spec = { name: name.value.trim() };
@@ -191,7 +193,7 @@ function datasetForm(ctx) {
 async function datasetList(main, ctx) {
   const offset = offsetOf(ctx);
   const page = await api("/v1/datasets", { query: { offset, limit: PAGE }, signal: ctx.signal });
-  main.append(
+  add(main, 
     h("h1", {}, "Datasets"),
     section(
       "Datasets",
@@ -216,7 +218,7 @@ async function datasetList(main, ctx) {
 
 async function datasetPage(main, ctx) {
   const d = await api(`/v1/datasets/${encodeURIComponent(ctx.id)}`, { signal: ctx.signal });
-  main.append(
+  add(main, 
     h("p", { class: "crumbs" }, h("a", { href: "#/datasets" }, "Datasets"), " / ", d.name),
     h("h1", {}, d.name),
     section(
