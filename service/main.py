@@ -44,7 +44,7 @@ from service.routes import (
 )
 from service.routes.console import mount_console
 from service.runners import Runner, make_runner
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
 
 RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]
 

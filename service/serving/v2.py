@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kf_core.assemble import COMBINED
 from service.errors import InvalidInputError
-from service.factor_refs import FactorSetInfo
-from service.runtime import Entry
+from service.serving.refs import FactorSetInfo
+from service.serving.runtime import Entry
 
 __all__ = [
     "InferRequest",
