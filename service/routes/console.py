@@ -33,7 +33,7 @@ _HEADERS = [
 
 
 class _ConsoleFiles(StaticFiles):
-    """StaticFiles that adds the console's security headers to every answer, errors included."""
+    """StaticFiles that adds the console's security headers to every file it serves."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def send_with_headers(message: MutableMapping[str, Any]) -> None:

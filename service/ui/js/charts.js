@@ -11,6 +11,7 @@ function ticks(lo, hi, n = 4) {
 }
 
 function fmt(v) {
+  if (Number.isInteger(v)) return String(v);
   const a = Math.abs(v);
   if (a !== 0 && (a < 0.01 || a >= 10000)) return v.toExponential(1);
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
