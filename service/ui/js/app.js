@@ -113,7 +113,7 @@ function signIn(message) {
     "form",
     { class: "card sign-in", id: "sign-in" },
     h("h1", {}, "KF console"),
-    h("p", {}, "Sign in with an API key (create one with `kf keys create --scope admin` or `--scope predict`)."),
+    h("p", {}, "Sign in with an API key. Create one on the server with ", h("code", {}, "kf keys create --scope admin"), " (or ", h("code", {}, "--scope predict"), " for a read-and-predict key)."),
     h("label", { for: "api-key" }, "API key"),
     input,
     note,
