@@ -41,10 +41,10 @@ STATUSES = ("queued", "running", "failed", "cancelled")
 
 def fill_catalog(root: Path, *, jobs: int, factor_sets: int) -> tuple[Any, str, str]:
     """A migrated catalog with ``jobs`` jobs, the first ``factor_sets`` of them succeeded with a factor set."""
+    from service.catalog.db import make_engine, make_sessionmaker, utcnow
+    from service.catalog.migrate import upgrade
+    from service.catalog.models import Artifact, Dataset, Factor, FactorSet, Job, Teacher
     from service.config import Settings
-    from service.db import make_engine, make_sessionmaker, utcnow
-    from service.migrate import upgrade
-    from service.models import Artifact, Dataset, Factor, FactorSet, Job, Teacher
 
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, database_url=f"sqlite:///{root}/catalog.db", artifact_dir=root / "a", work_dir=root / "w"

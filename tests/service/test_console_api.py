@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.auth import create_key
+from service.api.auth import create_key
 from tests.conftest import make_job, open_client
 from tests.service.serving import TASKS, Trained, register, train_small_factor_set
 
@@ -50,7 +50,7 @@ def test_the_console_loads_without_a_key_under_a_strict_csp(api: Any) -> None:
 
 
 def test_no_console_script_parses_html_or_evaluates_code() -> None:
-    from service.routes.console import UI_DIR
+    from service.api.console import UI_DIR
 
     sources = {p.name: p.read_text() for p in UI_DIR.rglob("*.js")}
     assert len(sources) >= 8
@@ -108,9 +108,9 @@ def test_the_event_stream_follows_changes_of_the_row(migrated: Any, session: Any
     """The generator itself, against a row another writer changes (as a worker does)."""
     import asyncio
 
-    from service.db import make_engine, make_sessionmaker
-    from service.job_events import job_events
-    from service.models import Job
+    from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.models import Job
+    from service.jobs.events import job_events
 
     job = make_job(session, store)
     engine = make_engine(migrated)
@@ -127,7 +127,7 @@ def test_the_event_stream_follows_changes_of_the_row(migrated: Any, session: Any
         return seen
 
     def _advance(status: str, progress: float) -> None:
-        from service.db import utcnow
+        from service.catalog.db import utcnow
 
         with factory() as s:
             row = s.get(Job, job.id)

@@ -66,10 +66,10 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     import httpx
     import uvicorn
 
-    from service.auth import create_key
-    from service.db import make_engine, make_sessionmaker
+    from service.api.auth import create_key
+    from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.migrate import upgrade
     from service.main import create_app
-    from service.migrate import upgrade
 
     root = tmp_path_factory.mktemp("console")
     settings = make_settings(root, f"sqlite:///{root}/catalog.db")

@@ -252,9 +252,9 @@ def test_predict_key_sees_no_admin_action_and_the_api_refuses_one(
 
 
 def test_a_hostile_teacher_name_renders_as_text(console: Console, tab: Tab) -> None:
-    from service import catalog
-    from service.artifacts import ArtifactStore
-    from service.db import make_engine, make_sessionmaker
+    from service.catalog import queries as catalog
+    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.db import make_engine, make_sessionmaker
 
     # The API refuses such a name (see the form check below), so put it in the catalog directly, as an older
     # version or another writer could have.
