@@ -12,8 +12,8 @@ import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
+from service.db import reachable
 from service.deps import RuntimeDep
 from service.errors import InvalidInputError
 from service.factor_refs import FactorSetInfo
@@ -67,7 +67,7 @@ def live() -> ServerLive:
     responses={503: {"model": ServerReady, "description": "Not ready yet (or the catalog is unreachable)."}},
 )
 async def ready(request: Request, runtime: RuntimeDep) -> Any:
-    ok = runtime.pins_ready and await run_in_threadpool(_catalog_reachable, request)
+    ok = runtime.pins_ready and await run_in_threadpool(reachable, request.app.state.sessionmaker)
     if not ok:
         return JSONResponse(status_code=503, content={"ready": False})
     return ServerReady(ready=True)
@@ -143,7 +143,7 @@ async def _read(request: Request) -> tuple[InferRequest, bytes]:
 
 
 async def _infer(fs: FactorSetInfo, body: InferRequest, binary: bytes, runtime: Runtime) -> Response:
-    tasks, combined, names = requested_tasks(fs, body)
+    tasks, combined, names = requested_tasks(fs, [o.name for o in body.outputs or ()])
     entry, _ = await runtime.assembly(fs, tasks, combined=combined)
     x = decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape, binary=binary)
     outputs = await runtime.infer(entry, runtime.check_batch(x, entry))
@@ -161,12 +161,3 @@ def _metadata(fs: FactorSetInfo, runtime: Runtime) -> ModelMetadata:
     return model_metadata(
         fs, provider=runtime.provider.name, device=runtime.provider.device, combined_classes=combined_classes(fs)
     )
-
-
-def _catalog_reachable(request: Request) -> bool:
-    try:
-        with request.app.state.sessionmaker() as session:
-            session.execute(text("SELECT 1"))
-    except Exception:
-        return False
-    return True
