@@ -205,12 +205,18 @@ def check_tensor(name: str, datatype: str, shape: list[int], *, input_name: str,
 
 
 def decode_input(
-    request: InferRequest, *, input_name: str, input_shape: list[int | None], binary: bytes = b""
+    request: InferRequest,
+    *,
+    input_name: str,
+    input_shape: list[int | None],
+    binary: bytes = b"",
+    data: np.ndarray | None = None,
 ) -> np.ndarray:
     """The request's one input tensor as a float32 array of its declared shape, or a clear error.
 
     ``binary`` is what followed the JSON header (binary tensor extension): the input then declares
-    ``parameters.binary_data_size`` and its little-endian FP32 values are those bytes."""
+    ``parameters.binary_data_size`` and its little-endian FP32 values are those bytes. ``data`` is the input's
+    ``data`` already read into numpy (:mod:`service.tensor_json`), when it could be."""
     if len(request.inputs) != 1:
         raise InvalidInputError(f"this model takes exactly one input, {input_name!r}; got {len(request.inputs)}")
     tensor = request.inputs[0]
@@ -218,6 +224,8 @@ def decode_input(
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None or binary:
         return _binary_input(tensor, input_name, size, binary)
+    if data is not None:
+        return _sized(data, input_name, tensor.shape)
     if tensor.data is None:
         raise InvalidInputError(
             f"input {input_name!r} has no data: send 'data' (a list of numbers) or binary tensor data "
@@ -233,11 +241,15 @@ def decode_input(
         raise InvalidInputError(
             f"input {input_name!r}: data must hold numbers for datatype FP32, got {data.dtype.kind!r}"
         )
-    if data.size != math.prod(tensor.shape):
+    return _sized(data, input_name, tensor.shape)
+
+
+def _sized(data: np.ndarray, name: str, shape: list[int]) -> np.ndarray:
+    if data.size != math.prod(shape):
         raise InvalidInputError(
-            f"input {input_name!r}: shape {tensor.shape} needs {math.prod(tensor.shape)} values, data holds {data.size}"
+            f"input {name!r}: shape {shape} needs {math.prod(shape)} values, data holds {data.size}"
         )
-    return data.reshape(tensor.shape).astype(np.float32, copy=False)
+    return data.reshape(shape).astype(np.float32, copy=False)
 
 
 def _binary_input(tensor: RequestInput, name: str, size: Any, binary: bytes) -> np.ndarray:

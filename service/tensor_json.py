@@ -1,0 +1,53 @@
+"""Numbers of a JSON request body straight into numpy: the fast path of v2 ``data`` and /v1 ``inputs``.
+
+Validating a request whose tensor is a JSON array with its pydantic schema makes the schema walk every number
+(4,096 for one 64x64 image), and numpy then walks the resulting Python list again to find its type. Here
+:func:`split_array` cuts the one numeric array out of the body, so the schema validates only the small rest,
+and :func:`parse_array` reads the array with orjson and hands it to numpy with its type stated. A body where the
+array's key is not unique, or an array that holds anything but numbers (strings, ``null``, ``true``, a ragged
+nesting), is left to the general path (``None``), which answers the usual error.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import orjson
+
+__all__ = ["parse_array", "split_array"]
+
+_COLON = re.compile(rb"\s*:\s*\[")
+_NOT_NUMBERS = re.compile(rb"[^0-9eE.+\-,\[\]\s]")  # a character no array of JSON numbers contains
+
+
+def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
+    """``(body with the array under "key" replaced by [], the array's text)``, when the key occurs exactly once
+    in ``body`` and holds an array of numbers only (nested or flat); else ``None``."""
+    token = b'"' + key.encode() + b'"'
+    if body.count(token) != 1:
+        return None
+    match = _COLON.match(body, body.index(token) + len(token))
+    if match is None:
+        return None
+    start = match.end() - 1
+    tail = np.frombuffer(body, dtype=np.uint8, offset=start)
+    depth = np.cumsum((tail == ord("[")).astype(np.int32) - (tail == ord("]")))
+    closed = np.flatnonzero(depth == 0)
+    if not len(closed):
+        return None
+    end = start + int(closed[0]) + 1
+    text = body[start:end]
+    if _NOT_NUMBERS.search(text):
+        return None
+    return body[:start] + b"[]" + body[end:], text
+
+
+def parse_array(text: bytes) -> np.ndarray | None:
+    """The JSON array ``text`` (numbers, flat or rectangularly nested) as a float32 array, or ``None``."""
+    try:
+        values = orjson.loads(text)
+        array = np.array(values, dtype=np.float64)  # the usual path's values: decimal -> float64 -> float32
+    except (orjson.JSONDecodeError, ValueError, TypeError):
+        return None
+    return array.astype(np.float32)
