@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from service.artifacts import ArtifactStore
 from service.config import Settings
 from service.runners import Runner
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
 
 __all__ = ["Page", "PageDep", "RunnerDep", "RuntimeDep", "SessionDep", "SettingsDep", "StoreDep"]
 

@@ -42,7 +42,7 @@ from service.routes import (
     v2,
 )
 from service.runners import Runner, make_runner
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
 
 RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]
 

@@ -1,6 +1,6 @@
 """``/metrics`` in the Prometheus text format: one registry per app, read from live state at scrape time.
 
-The serving runtime keeps plain counters (:class:`service.runtime.RuntimeStats`); :class:`RuntimeCollector`
+The serving runtime keeps plain counters (:class:`service.serving.runtime.RuntimeStats`); :class:`RuntimeCollector`
 turns them into metric families when Prometheus scrapes, so the hot path never touches a metrics library.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 from service.models import Job, JobStatus
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
 
 __all__ = ["BATCH_BUCKETS", "CatalogCollector", "RuntimeCollector", "register_collectors"]
 

@@ -61,7 +61,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"kf serve: error: {problem}", file=sys.stderr)
         return 2
-    from service.providers import choose_provider
+    from service.serving.providers import choose_provider
 
     provider = choose_provider(settings.device)  # KF_DEVICE=cuda without CUDA: refuse here, with the reason
     print(f"kf serve: predictions on {provider.name} ({provider.reason})")

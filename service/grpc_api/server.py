@@ -26,8 +26,8 @@ from service.db import reachable
 from service.errors import InvalidInputError, ServiceError
 from service.grpc_api import tensors
 from service.grpc_api.protocol import SERVICE, protocol
-from service.oip import combined_classes, model_metadata, output_arrays, requested_tasks
-from service.runtime import Runtime
+from service.serving.runtime import Runtime
+from service.serving.v2 import combined_classes, model_metadata, output_arrays, requested_tasks
 
 __all__ = ["GrpcMetrics", "start_grpc"]
 

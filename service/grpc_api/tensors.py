@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidInputError
-from service.oip import check_tensor
+from service.serving.v2 import check_tensor
 
 __all__ = ["decode_input", "encode_outputs"]
 

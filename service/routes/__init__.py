@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from service.schemas import ErrorBody
-from service.tensor_json import parse_array, split_array
+from service.serving.tensor_json import parse_array, split_array
 
 __all__ = ["body_schemas", "documented", "json_body", "parse_json", "read_json", "read_tensor_json"]
 
@@ -101,7 +101,7 @@ async def read_tensor_json(
     request: Request, model: type[_M], key: str, holds: Callable[[_M], bool]
 ) -> tuple[_M, np.ndarray | None]:
     """The body as ``model``, with its numeric array under ``key`` read straight into a float32 array when it can
-    be (:mod:`service.tensor_json`; ``None`` otherwise: the values stay in the model). ``holds(parsed)`` says
+    be (:mod:`service.serving.tensor_json`; ``None`` otherwise: the values stay in the model). ``holds(parsed)`` says
     whether the emptied array really is the tensor's (and not a same-named key elsewhere)."""
     raw = await request.body()
     if len(raw) > OFF_LOOP_BYTES:

@@ -14,7 +14,7 @@ from service.errors import NotFoundError
 from service.models import Assembly
 from service.routes import documented
 from service.schemas import AssemblyCreate, AssemblyPublic
-from service.serving import assembly_public
+from service.serving.v1 import assembly_public
 
 router = APIRouter(prefix="/v1/assemblies", tags=["serving"])
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from service.deps import RuntimeDep
 from service.routes import documented, json_body, read_tensor_json
 from service.schemas import PredictRequest, PredictResponse
-from service.serving import decode_inputs, predictions_json
+from service.serving.v1 import decode_inputs, predictions_json
 
 router = APIRouter(prefix="/v1", tags=["serving"])
 

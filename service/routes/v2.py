@@ -17,8 +17,10 @@ from fastapi.responses import JSONResponse
 from service.db import reachable
 from service.deps import RuntimeDep
 from service.errors import InvalidInputError
-from service.factor_refs import FactorSetInfo
-from service.oip import (
+from service.routes import json_body, parse_json, read_tensor_json
+from service.serving.refs import FactorSetInfo
+from service.serving.runtime import Runtime
+from service.serving.v2 import (
     InferRequest,
     InferResponse,
     ModelMetadata,
@@ -34,8 +36,6 @@ from service.oip import (
     model_metadata,
     requested_tasks,
 )
-from service.routes import json_body, parse_json, read_tensor_json
-from service.runtime import Runtime
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 

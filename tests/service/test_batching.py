@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.batching import MicroBatcher
+from service.serving.batching import MicroBatcher
 
 
 class Recorder:

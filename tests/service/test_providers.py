@@ -6,7 +6,7 @@ import pytest
 
 from kf_core._ort import available_providers
 from service.errors import DeviceUnavailableError
-from service.providers import CPU, CUDA, choose_provider
+from service.serving.providers import CPU, CUDA, choose_provider
 
 HAS_CUDA = CUDA in available_providers()
 

@@ -385,7 +385,7 @@ def test_kf_device_cuda_refuses_to_start_without_cuda(migrated: Any) -> None:
 
 
 def test_npy_inputs_of_every_layout_and_dtype_decode_exactly() -> None:
-    from service.serving import decode_inputs
+    from service.serving.v1 import decode_inputs
 
     rng = np.random.default_rng(0)
     arrays = [

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.tensor_json import parse_array, split_array
+from service.serving.tensor_json import parse_array, split_array
 
 
 def _general(values: Any) -> np.ndarray:

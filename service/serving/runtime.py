@@ -1,6 +1,6 @@
 """Serving runtime: factor set references, the assembly cache, ONNX Runtime sessions and micro-batchers.
 
-    runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.providers)
+    runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.serving.providers)
     entry, state = await runtime.assembly("dsprites:2", ["shape", "scale"])
     outputs = await runtime.infer(entry, x)                 # micro-batched session.run in a worker thread
 
@@ -47,13 +47,13 @@ from kf_core.parts import FactorParts
 from kf_core.predict import check_batch
 from service import catalog
 from service.artifacts import ArtifactStore
-from service.batching import MicroBatcher
 from service.config import Settings
 from service.db import session_scope
 from service.errors import ArtifactError, InvalidInputError
-from service.factor_refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 from service.models import Assembly
-from service.providers import CPU, Provider, choose_provider
+from service.serving.batching import MicroBatcher
+from service.serving.providers import CPU, Provider, choose_provider
+from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 
 __all__ = ["Entry", "Runtime", "RuntimeStats", "parse_pins"]
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kf_core.assemble import COMBINED
 from service.errors import InvalidInputError
-from service.factor_refs import FactorSetInfo
-from service.runtime import Entry
+from service.serving.refs import FactorSetInfo
+from service.serving.runtime import Entry
 
 __all__ = [
     "InferRequest",
@@ -216,7 +216,7 @@ def decode_input(
 
     ``binary`` is what followed the JSON header (binary tensor extension): the input then declares
     ``parameters.binary_data_size`` and its little-endian FP32 values are those bytes. ``data`` is the input's
-    ``data`` already read into numpy (:mod:`service.tensor_json`), when it could be."""
+    ``data`` already read into numpy (:mod:`service.serving.tensor_json`), when it could be."""
     if len(request.inputs) != 1:
         raise InvalidInputError(f"this model takes exactly one input, {input_name!r}; got {len(request.inputs)}")
     tensor = request.inputs[0]

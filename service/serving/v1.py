@@ -12,8 +12,8 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInputError
-from service.runtime import Entry, Runtime
 from service.schemas import AssemblyOutput, AssemblyPublic, FactorSetBrief, TensorSpec
+from service.serving.runtime import Entry, Runtime
 
 __all__ = ["assembly_public", "decode_inputs", "predictions_json"]
 
