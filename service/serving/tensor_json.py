@@ -18,7 +18,7 @@ import orjson
 __all__ = ["parse_array", "split_array"]
 
 _COLON = re.compile(rb"\s*:\s*\[")
-_NOT_NUMBERS = re.compile(rb"[^0-9eE.+\-,\[\]\s]")  # a character no array of JSON numbers contains
+_NUMBER_CHARS = b"0123456789eE.+-,[] \t\r\n"  # every character an array of JSON numbers may hold
 
 
 def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
@@ -31,14 +31,13 @@ def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
     if match is None:
         return None
     start = match.end() - 1
-    tail = np.frombuffer(body, dtype=np.uint8, offset=start)
-    depth = np.cumsum((tail == ord("[")).astype(np.int32) - (tail == ord("]")))
-    closed = np.flatnonzero(depth == 0)
-    if not len(closed):
-        return None
-    end = start + int(closed[0]) + 1
+    depth = len(body) - start - len(body[start:].lstrip(b"["))  # leading brackets: a rectangular nesting's depth
+    run = body.find(b"]" * depth, start)  # d brackets closing in a row close the outermost array
+    if run < 0:
+        return None  # also when whitespace separates them: the general path reads that
+    end = run + depth
     text = body[start:end]
-    if _NOT_NUMBERS.search(text):
+    if text.translate(None, _NUMBER_CHARS) or text.count(b"[") != text.count(b"]"):
         return None
     return body[:start] + b"[]" + body[end:], text
 
@@ -47,7 +46,7 @@ def parse_array(text: bytes) -> np.ndarray | None:
     """The JSON array ``text`` (numbers, flat or rectangularly nested) as a float32 array, or ``None``."""
     try:
         values = orjson.loads(text)
-        array = np.array(values, dtype=np.float64)  # the usual path's values: decimal -> float64 -> float32
+        array: np.ndarray = np.array(values, dtype=np.float32)  # each float64 rounded once, as the usual path does
     except (orjson.JSONDecodeError, ValueError, TypeError):
         return None
-    return array.astype(np.float32)
+    return array
