@@ -18,7 +18,8 @@ import orjson
 __all__ = ["parse_array", "split_array"]
 
 _COLON = re.compile(rb"\s*:\s*\[")
-_NUMBER_CHARS = b"0123456789eE.+-,[] \t\r\n"  # every character an array of JSON numbers may hold
+_NUMBER_CHARS = b"0123456789eE.+- \t\r\n,[]"  # every character an array of JSON numbers may hold
+_BRACKETS = re.compile(rb"\[+")
 
 
 def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
@@ -31,7 +32,9 @@ def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
     if match is None:
         return None
     start = match.end() - 1
-    depth = len(body) - start - len(body[start:].lstrip(b"["))  # leading brackets: a rectangular nesting's depth
+    brackets = _BRACKETS.match(body, start)
+    assert brackets is not None  # _COLON ended on one
+    depth = brackets.end() - start  # leading brackets: a rectangular nesting's depth
     run = body.find(b"]" * depth, start)  # d brackets closing in a row close the outermost array
     if run < 0:
         return None  # also when whitespace separates them: the general path reads that

@@ -62,3 +62,12 @@ def test_ragged_or_broken_arrays_are_refused() -> None:
     assert parse_array(b"[1, , 2]") is None
     assert parse_array(b"[1e, 2]") is None
     assert split_array(b'{"data": [1, 2', "data") is None  # never closed
+
+
+def test_nested_arrays_keep_their_shape_and_ragged_ones_are_refused() -> None:
+    x = np.random.default_rng(3).random((2, 1, 3, 4)).astype(np.float32)
+    got = parse_array(json.dumps(x.tolist()).encode())
+    assert got is not None and got.shape == (2, 1, 3, 4) and np.array_equal(got, x)
+    assert parse_array(json.dumps([[[1, 2], [3, 4]], [[5, 6], [7]]]).encode()) is None
+    assert parse_array(json.dumps([[1, 2], [3, 4], [5]]).encode()) is None
+    assert parse_array(json.dumps([[[1]], [[2]]]).encode()).shape == (2, 1, 1)  # type: ignore[union-attr]
