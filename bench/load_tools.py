@@ -138,7 +138,7 @@ def check_outputs(target: Target, want: list[np.ndarray]) -> None:
 def _grpc_stub(target: Target) -> tuple[Any, Any]:
     import grpc
 
-    from service.grpc_api.protocol import protocol
+    from service.api.oip_grpc.protocol import protocol
 
     proto = protocol()
     channel = grpc.insecure_channel(f"127.0.0.1:{target.port}")

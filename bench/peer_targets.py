@@ -133,7 +133,7 @@ def _side_by_side(body: bytes, _headers: dict[str, str]) -> list[np.ndarray]:
 
 def _grpc_body(x: np.ndarray, outputs: list[str]) -> bytes:
     """A gRPC message frame (not compressed, 4-byte length) holding the ModelInferRequest."""
-    from service.grpc_api.protocol import protocol
+    from service.api.oip_grpc.protocol import protocol
 
     proto = protocol()
     request = proto.ModelInferRequest(

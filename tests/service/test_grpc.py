@@ -95,7 +95,7 @@ def test_no_requested_outputs_answers_every_task(served: Any, trained: Trained) 
 
 def test_typed_contents_in_typed_contents_out(served: Any, trained: Trained) -> None:
     """A client that sends fp32_contents (no raw bytes) gets typed contents back, with the same values."""
-    from service.grpc_api.protocol import protocol
+    from service.api.oip_grpc.protocol import protocol
 
     proto = protocol()
     _, client, address = served
@@ -145,7 +145,7 @@ def test_bad_calls_get_the_protocol_codes_with_clear_messages(
 
 
 def test_api_keys_guard_grpc_like_http(registered: Any, migrated: Any, session: Any, trained: Trained) -> None:  # noqa: ARG001
-    from service.auth import create_key
+    from service.api.auth import create_key
 
     _, key = create_key(session=session, scope="predict", name="app")
     session.commit()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.models import Assembly
+from service.catalog.models import Assembly
 from tests.conftest import open_client
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
 
