@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     inline_concurrency: int = Field(default=1, ge=1)  # jobs the inline runner runs at once
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # service processes (API, workers, jobs)
     torch_threads: int | None = Field(default=None, ge=1)  # intra-op threads of a job (None: torch's default)
+    # distributed jobs: a collective waiting longer than this fails the attempt (a lost process); it is retried
+    dist_timeout_s: float = Field(default=300.0, gt=0)
 
     @field_validator("database_url")
     @classmethod
