@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import errors
 from service.api.auth import Authenticator, required_scope
+from service.api.console import mount_console
 from service.api.metrics import register_collectors
 from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
 from service.api.routes import (
@@ -36,8 +37,9 @@ from service.api.routes import (
     predict,
     teachers,
     v2,
+    whoami,
 )
-from service.catalog.artifacts import ArtifactStore
+from service.catalog.artifacts import open_store
 from service.catalog.db import make_engine, make_sessionmaker
 from service.catalog.migrate import check_schema
 from service.config import Settings, get_settings
@@ -60,6 +62,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (errors.UnsupportedMediaError, 415),
     (errors.InvalidInputError, 422),
     (errors.QueueUnavailableError, 503),
+    (errors.ArtifactStoreUnavailableError, 503),
     (errors.ArtifactError, 500),
     (errors.DeviceUnavailableError, 503),
 ]
@@ -170,17 +173,32 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         factory = make_sessionmaker(engine)
         app.state.settings = settings
         app.state.sessionmaker = factory
-        app.state.store = ArtifactStore(settings.artifact_dir)
+        app.state.store = open_store(settings)
         app.state.auth = Authenticator(factory)
         app.state.runtime = Runtime(settings, factory, app.state.store)  # fails here if KF_DEVICE=cuda lacks CUDA
         collectors = register_collectors(registry, app.state.runtime, factory, settings)
         app.state.runner = runner(settings, factory)
         app.state.runner.start()
         warm = asyncio.create_task(app.state.runtime.warm_pins())
+        grpc_server = None
+        if settings.grpc_port is not None:  # the Open Inference Protocol over gRPC, on the same runtime
+            from service.api.oip_grpc.server import start_grpc
+
+            grpc_server, app.state.grpc_port = await start_grpc(
+                settings,
+                runtime=app.state.runtime,
+                auth=app.state.auth,
+                factory=factory,
+                registry=registry,
+                version=app.version,
+                status_for=status_for,
+            )
         try:
             yield
         finally:
             warm.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop(grace=1.0)
             for c in collectors:
                 registry.unregister(c)
             app.state.runner.stop(terminate=True)
@@ -203,6 +221,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for module in (health, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
+    for module in (health, whoami, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
         app.include_router(module.router)
+    mount_console(app)
     return app

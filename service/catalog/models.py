@@ -90,6 +90,10 @@ class JobStatus(enum.StrEnum):
     failed = "failed"
     cancelled = "cancelled"
 
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
 
 def _uuid() -> uuid.UUID:
     return uuid.uuid4()

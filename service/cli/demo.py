@@ -25,6 +25,7 @@ from service.config import Settings
 __all__ = ["run_service_demo"]
 
 FACTOR_SET = "dsprites-demo"
+CONSOLE_URL = "http://127.0.0.1:8000/ui/"  # where `kf serve` (default host and port) serves the console
 _SUBSETS = (["shape", "scale"], ["orientation", "pos_x", "pos_y"])
 
 
@@ -44,7 +45,7 @@ def run_service_demo(
     # The embedded default: jobs run inline; their processes log warnings only, so the demo's own lines stay readable.
     settings = settings.model_copy(update={"redis_url": None, "log_level": "warning"})
     recipe = demo_recipe("dsprites", epochs=epochs, samples=samples, seed=seed)
-    print(f"kf demo: catalog {settings.database_url}, artifacts {settings.artifact_dir}")
+    print(f"kf demo: catalog {settings.database_url}, artifacts {settings.artifact_url}")
     upgrade(settings)
     print(
         f"1/5 generating dSprites ({recipe.data.samples} images) and fitting a small teacher "
@@ -98,6 +99,7 @@ def run_service_demo(
                 print(f"      {task:<12} predicted {got} (p {conf}) truth {truth}; test accuracy {acc:.1f}%")
     wall = time.perf_counter() - started
     print(f"done in {wall:.0f} s. `kf serve` serves {FACTOR_SET} from the same catalog (README: Predictions)")
+    print(f"web console: run `kf serve`, then open {CONSOLE_URL} (jobs, factor sets and a playground for {FACTOR_SET})")
     return {"factor_set": fs, "wall_seconds": wall}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from service.api.deps import RuntimeDep
-from service.api.routes import documented, json_body, read_json
+from service.api.routes import documented, json_body, read_tensor_json
 from service.schemas import PredictRequest, PredictResponse
 from service.serving.v1 import decode_inputs, predictions_json
 
@@ -20,11 +20,15 @@ router = APIRouter(prefix="/v1", tags=["serving"])
     openapi_extra=json_body(PredictRequest),
 )
 async def predict(request: Request, runtime: RuntimeDep) -> Response:
-    body = await read_json(request, PredictRequest)
-    x = decode_inputs(body.inputs)
+    body, array = await read_tensor_json(request, PredictRequest, "inputs", _holds_inputs)
+    x = array if array is not None else decode_inputs(body.inputs)
     entry, _ = await runtime.assembly(body.factor_set, body.tasks, combined=body.combined)
     x = runtime.check_batch(x, entry)
     outputs = await runtime.infer(entry, x)
     return Response(
         predictions_json(entry, outputs, logits=body.logits, runtime=runtime), media_type="application/json"
     )
+
+
+def _holds_inputs(body: PredictRequest) -> bool:
+    return body.inputs == []

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from service.api.deps import RuntimeDep
-from service.api.routes import json_body, parse_json, read_json
+from service.api.routes import json_body, parse_json, read_tensor_json
+from service.catalog.db import reachable
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
 from service.serving.runtime import Runtime
@@ -67,7 +68,7 @@ def live() -> ServerLive:
     responses={503: {"model": ServerReady, "description": "Not ready yet (or the catalog is unreachable)."}},
 )
 async def ready(request: Request, runtime: RuntimeDep) -> Any:
-    ok = runtime.pins_ready and await run_in_threadpool(_catalog_reachable, request)
+    ok = runtime.pins_ready and await run_in_threadpool(reachable, request.app.state.sessionmaker)
     if not ok:
         return JSONResponse(status_code=503, content={"ready": False})
     return ServerReady(ready=True)
@@ -110,8 +111,8 @@ async def model_version_ready(name: ModelName, version: Version, runtime: Runtim
     openapi_extra=json_body(InferRequest),
 )
 async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Response:
-    body, binary = await _read(request)
-    return await _infer(await runtime.resolve(name), body, binary, runtime)
+    body, binary, data = await _read(request)
+    return await _infer(await runtime.resolve(name), body, binary, data, runtime)
 
 
 @router.post(
@@ -122,16 +123,17 @@ async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Respo
     openapi_extra=json_body(InferRequest),
 )
 async def infer_version(name: ModelName, version: Version, request: Request, runtime: RuntimeDep) -> Response:
-    body, binary = await _read(request)
-    return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, binary, runtime)
+    body, binary, data = await _read(request)
+    return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, binary, data, runtime)
 
 
-async def _read(request: Request) -> tuple[InferRequest, bytes]:
-    """The JSON header and, with the binary tensor extension (``Inference-Header-Content-Length``), the bytes
-    that follow it."""
+async def _read(request: Request) -> tuple[InferRequest, bytes, np.ndarray | None]:
+    """The JSON header, the bytes that follow it with the binary tensor extension
+    (``Inference-Header-Content-Length``), and the input's ``data`` when it was read straight into numpy."""
     declared = request.headers.get(BINARY_HEADER)
     if declared is None:
-        return await read_json(request, InferRequest), b""
+        body, data = await read_tensor_json(request, InferRequest, "data", _holds_data)
+        return body, b"", data
     raw = await request.body()
     if not declared.isdigit() or not 0 < int(declared) <= len(raw):
         raise InvalidInputError(
@@ -139,13 +141,19 @@ async def _read(request: Request) -> tuple[InferRequest, bytes]:
             f"{len(raw)}"
         )
     n = int(declared)
-    return parse_json(raw[:n], InferRequest), raw[n:]
+    return parse_json(raw[:n], InferRequest), raw[n:], None
 
 
-async def _infer(fs: FactorSetInfo, body: InferRequest, binary: bytes, runtime: Runtime) -> Response:
-    tasks, combined, names = requested_tasks(fs, body)
+def _holds_data(body: InferRequest) -> bool:
+    return len(body.inputs) == 1 and body.inputs[0].data == []
+
+
+async def _infer(
+    fs: FactorSetInfo, body: InferRequest, binary: bytes, data: np.ndarray | None, runtime: Runtime
+) -> Response:
+    tasks, combined, names = requested_tasks(fs, [o.name for o in body.outputs or ()])
     entry, _ = await runtime.assembly(fs, tasks, combined=combined)
-    x = decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape, binary=binary)
+    x = decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape, binary=binary, data=data)
     outputs = await runtime.infer(entry, runtime.check_batch(x, entry))
     result: dict[str, Any] = {"model_name": fs.name, "model_version": str(fs.version)}
     if body.id is not None:
@@ -161,12 +169,3 @@ def _metadata(fs: FactorSetInfo, runtime: Runtime) -> ModelMetadata:
     return model_metadata(
         fs, provider=runtime.provider.name, device=runtime.provider.device, combined_classes=combined_classes(fs)
     )
-
-
-def _catalog_reachable(request: Request) -> bool:
-    try:
-        with request.app.state.sessionmaker() as session:
-            session.execute(text("SELECT 1"))
-    except Exception:
-        return False
-    return True
