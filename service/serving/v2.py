@@ -14,12 +14,13 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kf_core.assemble import COMBINED
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
-from service.serving.runtime import Entry
+from service.serving.runtime import Route, Runtime
 
 __all__ = [
     "InferRequest",
@@ -30,6 +31,7 @@ __all__ = [
     "decode_input",
     "encode_outputs",
     "model_metadata",
+    "predict",
     "requested_tasks",
 ]
 
@@ -114,6 +116,20 @@ class ModelReady(BaseModel):
 
 class V2Error(BaseModel):
     error: str
+
+
+async def predict(runtime: Runtime, fs: FactorSetInfo, body: InferRequest, binary: bytes = b"") -> tuple[bytes, bytes]:
+    """An inference request on model ``fs``: the response's JSON header and the binary tensor data after it
+    (empty unless the client asked for binary outputs)."""
+    tasks, combined, names = requested_tasks(fs, body)
+    resident, route = await runtime.route(fs, tasks, combined=combined)
+    x = decode_input(body, input_name=route.input_name, input_shape=route.input_shape, binary=binary)
+    outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
+    result: dict[str, Any] = {"model_name": fs.name, "model_version": str(fs.version)}
+    if body.id is not None:
+        result["id"] = body.id
+    result["outputs"], blobs = encode_outputs(route, outputs, names, binary=binary_outputs(body, names))
+    return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), blobs
 
 
 def output_names(fs: FactorSetInfo) -> list[tuple[str, str, str, int]]:
@@ -259,7 +275,7 @@ def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
 
 
 def encode_outputs(
-    entry: Entry, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
+    entry: Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
 ) -> tuple[list[dict[str, Any]], bytes]:
     """Response tensors for ``names`` (``label_*`` computed from the probabilities), and the bytes of those sent
     as binary tensor data (little-endian, in order), which then carry ``binary_data_size`` instead of ``data``."""

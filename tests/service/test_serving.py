@@ -6,7 +6,9 @@ factor networks themselves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import copy
 import hashlib
 import io
 import threading
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from kf_core._ort import create_session
 from service.models import Assembly
 from tests.conftest import open_client
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
@@ -83,7 +86,56 @@ def test_every_task_subset_predicts_exactly_what_the_factor_networks_compute(api
             o = outputs[f"logits_{task}"]
             assert o["datatype"] == "FP32" and o["shape"] == list(want[task].shape)
             assert np.abs(np.asarray(o["data"]).reshape(o["shape"]) - want[task]).max() <= TOL, (subset, task)
-    assert api.app.state.runtime.stats.compositions == 31
+    stats = api.app.state.runtime.stats
+    assert (stats.compositions, stats.resident_loads) == (0, 1)  # 62 requests, 31 subsets: every part loaded once
+    assert stats.parts.ckn_runs == stats.batches and stats.parts.ckn_rows == 62 * len(trained.x)
+    for task in TASKS:  # each task part ran over exactly the rows of the 16 subsets x 2 protocols that hold it
+        assert stats.parts.task_rows[task] == 32 * len(trained.x)
+
+
+def test_serving_a_subset_writes_nothing_to_the_catalog(api: Any, trained: Trained, session: Any) -> None:
+    for subset in (["shape"], ["scale", "pos_y"], list(TASKS)):
+        assert _predict(api, trained.x, subset).json()["assembly_id"] is None
+    assert session.scalar(select(func.count()).select_from(Assembly)) == 0
+    assert api.app.state.runtime.entries() == []  # no fused session either
+
+
+def test_disjoint_subsets_in_one_batch_share_one_ckn_run_and_equal_the_fused_graph(api: Any, trained: Trained) -> None:
+    runtime = api.app.state.runtime
+    first, second = ["shape", "scale"], ["orientation", "pos_x", "pos_y"]
+    x1, x2 = trained.x[:3], trained.x[3:8]
+
+    async def one_batch() -> tuple[list[Any], list[Any]]:
+        resident, route1 = await runtime.route("fs", first)
+        _, route2 = await runtime.route("fs", second)
+        # Both submitted before the queue's drain task first runs: one batch of 8 rows, two subsets.
+        a, b = await asyncio.gather(runtime.run(resident, route1, x1), runtime.run(resident, route2, x2))
+        return a, b
+
+    before = copy.deepcopy(runtime.stats.parts)
+    got1, got2 = api.portal.call(one_batch)
+    after = runtime.stats.parts
+    assert (after.ckn_runs - before.ckn_runs, after.ckn_requests - before.ckn_requests) == (1, 2)
+    assert after.ckn_rows - before.ckn_rows == 8
+    for task in first:
+        assert after.task_rows[task] - before.task_rows.get(task, 0) == 3
+    for task in second:
+        assert after.task_rows[task] - before.task_rows.get(task, 0) == 5
+    metrics = api.get("/metrics").text
+    assert f"kf_ckn_runs_total {float(after.ckn_runs)}" in metrics
+    assert f'kf_task_part_rows_total{{task="pos_x"}} {float(after.task_rows["pos_x"])}' in metrics
+
+    want = trained.logits()
+    for tasks, rows, got in ((first, slice(0, 3), got1), (second, slice(3, 8), got2)):
+        a = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": tasks}).json()
+        fused = create_session(api.get(a["onnx_url"]).content)
+        names = [n for t in tasks for n in (f"logits_{t}", f"probs_{t}")]
+        reference = fused.run(names, {"x": trained.x[rows]})
+        assert len(got) == len(names)
+        for name, served, ref in zip(names, got, reference, strict=True):
+            assert np.abs(served - ref).max() <= TOL, name
+            if name.startswith("logits_"):
+                assert np.abs(served - want[name.removeprefix("logits_")][rows]).max() <= TOL, name
 
 
 def test_v2_infer_without_outputs_returns_every_task_and_echoes_the_id(api: Any, trained: Trained) -> None:
@@ -141,7 +193,6 @@ def test_assembly_reports_its_spec_and_its_graph_downloads_verified(api: Any, tr
     graph = api.get(a["onnx_url"])
     assert graph.status_code == 200
     assert hashlib.sha256(graph.content).hexdigest() == a["graph_sha256"] == graph.headers["x-content-sha256"]
-    from kf_core._ort import create_session
 
     out = create_session(graph.content).run(["logits_shape", "logits_pos_x"], {"x": trained.x})
     want = trained.logits()
@@ -215,9 +266,10 @@ def test_a_corrupted_stored_graph_is_refused_and_rebuilt_from_the_parts(
     path.write_bytes(bytes(data))
     assert api.get(first["onnx_url"]).status_code == 500  # never served as is
     with open_client(migrated, run_jobs=False) as fresh:
-        r = _predict(fresh, trained.x, ["pos_x"])
+        r = fresh.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_x"]})
         assert r.status_code == 200, r.text
-        assert np.abs(np.asarray(r.json()["predictions"]["pos_x"]["logits"]) - trained.logits()["pos_x"]).max() <= TOL
+        out = create_session(fresh.get(first["onnx_url"]).content).run(["logits_pos_x"], {"x": trained.x})[0]
+        assert np.abs(out - trained.logits()["pos_x"]).max() <= TOL
         stats = fresh.app.state.runtime.stats
         assert (stats.rebuilds, stats.compositions, stats.loads) == (1, 1, 0)
     store.verify(first["graph_sha256"])  # the good bytes replaced the damaged file
@@ -251,10 +303,8 @@ def test_pinned_assemblies_are_warm_before_the_server_is_ready(migrated: Any) ->
             threading.Event().wait(0.05)
             deadline -= 1
         assert api.get("/v2/health/ready").json() == {"ready": True}
-        assert sorted(e.tasks for e in runtime.entries()) == [("shape", "scale"), TASKS]
-        assert (
-            api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale", "shape"]}).json()["cache"] == "hit"
-        )
+        assert [r.factor_set.name for r in runtime.resident_sets()] == ["fs"]  # both pins name one factor set
+        assert runtime.stats.resident_loads == 1
 
 
 @pytest.mark.usefixtures("registered")
