@@ -116,7 +116,8 @@ class ResidentSet:
         tasks = {name: session(parts.tasks[name]) for name in fs.task_names}
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         on_cuda = str(ckn.get_providers()[0]) == CUDA
-        gather = _ort.create_session(_gather_graph(), providers=providers) if on_cuda else None
+        rank = len(fs.input_spec["shape"])
+        gather = _ort.create_session(_gather_graph(rank), providers=providers) if on_cuda else None
         resident = cls(fs, ckn, tasks, size_bytes=size, device="cuda" if on_cuda else "cpu", gather=gather)
         warm = np.zeros((1, *(d or 1 for d in resident.input_shape[1:])), dtype=np.float32)
         everything = resident.route(tuple(fs.task_names), combined=False)
@@ -275,8 +276,9 @@ def _scatter(
     return results
 
 
-def _gather_graph() -> bytes:
+def _gather_graph(rank: int) -> bytes:
     """(x, z_c, rows) -> (x[rows], z_c[rows]): row gathering on the device, between the CKN and a task part."""
+    x_dims: list[str | int] = ["batch", *(f"d{i}" for i in range(1, rank))]
     graph = helper.make_graph(
         [
             helper.make_node("Gather", ["x", "rows"], ["x_rows"], axis=0),
@@ -284,13 +286,13 @@ def _gather_graph() -> bytes:
         ],
         "kf_gather_rows",
         [
-            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None),
-            helper.make_tensor_value_info("z_c", onnx.TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x_dims),
+            helper.make_tensor_value_info("z_c", onnx.TensorProto.FLOAT, ["batch", "d"]),
             helper.make_tensor_value_info("rows", onnx.TensorProto.INT64, ["n"]),
         ],
         [
-            helper.make_tensor_value_info("x_rows", onnx.TensorProto.FLOAT, None),
-            helper.make_tensor_value_info("z_rows", onnx.TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("x_rows", onnx.TensorProto.FLOAT, ["n", *x_dims[1:]]),
+            helper.make_tensor_value_info("z_rows", onnx.TensorProto.FLOAT, ["n", "d"]),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

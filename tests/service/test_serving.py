@@ -20,12 +20,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from kf_core._ort import create_session
+from kf_core._ort import available_providers, create_session
 from service.models import Assembly
 from tests.conftest import open_client
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
 
 TOL = 1e-5
+HAS_CUDA = "CUDAExecutionProvider" in available_providers()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,10 @@ def test_serving_a_subset_writes_nothing_to_the_catalog(api: Any, trained: Train
     for subset in (["shape"], ["scale", "pos_y"], list(TASKS)):
         assert _predict(api, trained.x, subset).json()["assembly_id"] is None
     assert session.scalar(select(func.count()).select_from(Assembly)) == 0
-    assert api.app.state.runtime.entries() == []  # no fused session either
+    runtime = api.app.state.runtime
+    assert runtime.entries() == []  # no fused session either
+    (resident,) = runtime.resident_sets()
+    assert runtime.cache_bytes == resident.size_bytes  # each part counted once, whatever the subsets
 
 
 def test_disjoint_subsets_in_one_batch_share_one_ckn_run_and_equal_the_fused_graph(api: Any, trained: Trained) -> None:
@@ -527,3 +531,38 @@ def test_bad_binary_requests_are_400s(api: Any, trained: Trained) -> None:
     _v2_error(api.post("/v2/models/fs/infer", content=body, headers=bad), 400, "json")
     tensor = {"name": "x", "shape": [1, 1, 64, 64], "datatype": "FP32"}
     _v2_error(api.post("/v2/models/fs/infer", json={"inputs": [tensor]}), 400, "no data")
+
+
+def test_the_device_row_gather_picks_rows_of_x_and_z_c() -> None:
+    from service.serving.resident import _gather_graph
+
+    x = np.arange(5 * 2 * 3 * 3, dtype=np.float32).reshape(5, 2, 3, 3)
+    z = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    rows = np.array([4, 0, 2], dtype=np.int64)
+    xs, zs = create_session(_gather_graph(4)).run(["x_rows", "z_rows"], {"x": x, "z_c": z, "rows": rows})
+    assert np.array_equal(xs, x[rows]) and np.array_equal(zs, z[rows])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a GPU")
+def test_on_cuda_mixed_subsets_keep_x_and_z_c_on_the_device_and_equal_the_factor_networks(
+    api: Any, trained: Trained
+) -> None:
+    runtime = api.app.state.runtime  # KF_DEVICE=auto: CUDA on a GPU machine
+
+    async def mixed() -> tuple[Any, list[list[np.ndarray]]]:
+        resident, route1 = await runtime.route("fs", ["shape", "scale"])
+        _, route2 = await runtime.route("fs", ["orientation", "pos_x"])
+        _, route3 = await runtime.route("fs", list(TASKS))
+        spans = [(0, 2, route1), (2, 5, route2), (5, 8, route3)]
+        return resident, resident.run(trained.x[:8], spans)
+
+    resident, outputs = api.portal.call(mixed)
+    assert (resident.device, resident.provider) == ("cuda", "CUDAExecutionProvider")
+    want = trained.logits()
+    for (start, stop, tasks), got in zip(
+        [(0, 2, ("shape", "scale")), (2, 5, ("orientation", "pos_x")), (5, 8, TASKS)], outputs, strict=True
+    ):
+        for i, task in enumerate(tasks):
+            # cuDNN's convolutions round differently from the CPU's: 1e-4 on logits of order 10.
+            assert np.abs(got[2 * i] - want[task][start:stop]).max() <= 1e-4, task
