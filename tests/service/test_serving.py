@@ -566,3 +566,25 @@ def test_on_cuda_mixed_subsets_keep_x_and_z_c_on_the_device_and_equal_the_factor
         for i, task in enumerate(tasks):
             # cuDNN's convolutions round differently from the CPU's: 1e-4 on logits of order 10.
             assert np.abs(got[2 * i] - want[task][start:stop]).max() <= 1e-4, task
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_resident_factor_set_is_evicted_whole_within_the_budget_unless_pinned(
+    migrated: Any, trained: Trained
+) -> None:
+    settings = migrated.model_copy(update={"cache_bytes": 1})
+    with open_client(settings, run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        assert _predict(api, trained.x[:1], ["shape"]).status_code == 200
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).status_code == 200
+        assert (runtime.resident_sets(), runtime.stats.evictions) == ([], 1)  # the fused session pushed it out
+        assert _predict(api, trained.x[:1], ["scale"]).status_code == 200
+        assert runtime.stats.resident_loads == 2
+    with open_client(settings.model_copy(update={"pin": "fs"}), run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        deadline = 100
+        while api.get("/v2/health/ready").status_code != 200 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).status_code == 200
+        assert len(runtime.resident_sets()) == 1 and runtime.stats.resident_loads == 1  # pinned: never evicted
