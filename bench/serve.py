@@ -67,13 +67,13 @@ def build_factor_set(root: Path) -> Path:
 
 def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict[str, int] = TASKS) -> None:
     """Register ``run`` as factor set ``name`` in the deployment's catalog, as a finished job would."""
-    from service import catalog
-    from service.artifacts import ArtifactStore
+    from service.catalog import queries as catalog
+    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.leases import claim_job
+    from service.catalog.migrate import upgrade
     from service.config import Settings
-    from service.db import make_engine, make_sessionmaker
-    from service.leases import claim_job
-    from service.migrate import upgrade
-    from service.register import register_factor_set
+    from service.jobs.register import register_factor_set
 
     settings = Settings(_env_file=None, **{k[3:].lower(): v for k, v in env.items() if k.startswith("KF_")})  # type: ignore[call-arg]
     upgrade(settings)

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kf_core.accuracy import factor_accuracy, teacher_accuracy
 from kf_core.assemble import assemble, load_parts
 from kf_core.data.spec import load_split
-from kf_core.evaluate import factor_accuracy, teacher_accuracy
 from kf_core.export import export_factor_set
 from kf_core.loop import Callback
 from kf_core.recipes import Recipe

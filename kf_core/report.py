@@ -108,7 +108,7 @@ def plot_curves(path: str | Path, history: Sequence[Mapping[str, float]], *, tit
 def plot_leakage(path: str | Path, matrices: Mapping[str, Mapping[str, Any]], *, title: str) -> Path:
     """Leakage heatmaps side by side, one per model, on one colour scale (0 = chance, 1 = perfect read).
 
-    Each value of ``matrices`` is a :func:`kf_core.leakage.leakage_matrix` result.
+    Each value of ``matrices`` is a :func:`kf_core.evaluation.leakage.leakage_matrix` result.
     """
     plt = _pyplot()
     names = list(matrices)

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from kf_core import losses
+from kf_core.accuracy import factor_accuracy, labelled_accuracy
 from kf_core.data.base import ArrayDataset
-from kf_core.evaluate import factor_accuracy, labelled_accuracy
 from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.loop import Callback, TrainConfig, data_fingerprint, fingerprint, resolve_device, run_loop
 from kf_core.tasks import TaskSpec, task_labels, validate_tasks

@@ -12,8 +12,8 @@ from alembic import context
 from sqlalchemy import Connection, types
 
 from service.config import Settings, get_settings
-from service.db import make_engine
-from service.models import Base, UTCDateTime
+from service.catalog.db import make_engine
+from service.catalog.models import Base, UTCDateTime
 
 config = context.config
 # Tests hand in a modified copy to prove `alembic check` notices drift; everyone else compares the real models.

@@ -13,9 +13,9 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
+from service.catalog.artifacts import ArtifactStore
 from service.config import Settings
-from service.runners import Runner
+from service.jobs.runners import Runner
 from service.serving.runtime import Runtime
 
 __all__ = ["Page", "PageDep", "RunnerDep", "RuntimeDep", "SessionDep", "SettingsDep", "StoreDep"]

@@ -21,14 +21,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from service import errors
-from service.artifacts import ArtifactStore
-from service.auth import Authenticator, required_scope
-from service.config import Settings, get_settings
-from service.db import make_engine, make_sessionmaker
-from service.metrics import register_collectors
-from service.middleware import HttpMetrics, RequestMiddleware, is_v2_path
-from service.migrate import check_schema
-from service.routes import (
+from service.api.auth import Authenticator, required_scope
+from service.api.metrics import register_collectors
+from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
+from service.api.routes import (
     artifacts,
     assemblies,
     body_schemas,
@@ -41,7 +37,11 @@ from service.routes import (
     teachers,
     v2,
 )
-from service.runners import Runner, make_runner
+from service.catalog.artifacts import ArtifactStore
+from service.catalog.db import make_engine, make_sessionmaker
+from service.catalog.migrate import check_schema
+from service.config import Settings, get_settings
+from service.jobs.runners import Runner, make_runner
 from service.serving.runtime import Runtime
 
 RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]

@@ -97,7 +97,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.migrate import upgrade
+    from service.catalog.migrate import upgrade
 
     path = tmp_path_factory.mktemp("template") / "catalog.db"
     upgrade(make_settings(path.parent, f"sqlite:///{path}"))
@@ -106,7 +106,7 @@ def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def _pg_session_url(_pg_ready: bool) -> Iterator[str]:
-    from service.migrate import upgrade
+    from service.catalog.migrate import upgrade
 
     with pg_schema() as url:
         upgrade(make_settings(Path("/nonexistent"), url))
@@ -126,7 +126,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copy(request.getfixturevalue("_sqlite_template"), tmp_path / "catalog.db")
         return f"sqlite:///{tmp_path}/catalog.db"
     url: str = request.getfixturevalue("_pg_session_url")
-    from service.models import Base
+    from service.catalog.models import Base
 
     schema = url.rsplit("application_name=", 1)[1]
     with _pg_admin() as conn:
@@ -181,7 +181,7 @@ def migrated(settings: Any) -> Any:
 
 @pytest.fixture
 def session(migrated: Any) -> Iterator[Any]:
-    from service.db import make_engine, make_sessionmaker
+    from service.catalog.db import make_engine, make_sessionmaker
 
     engine = make_engine(migrated)
     with make_sessionmaker(engine)() as s:
@@ -198,7 +198,7 @@ def job(session: Any, store: Any) -> Any:
 @pytest.fixture
 def factory(migrated: Any) -> Iterator[Any]:
     """A sessionmaker on the test's catalog (what the API and workers use)."""
-    from service.db import make_engine, make_sessionmaker
+    from service.catalog.db import make_engine, make_sessionmaker
 
     engine = make_engine(migrated)
     yield make_sessionmaker(engine)
@@ -207,7 +207,7 @@ def factory(migrated: Any) -> Iterator[Any]:
 
 def make_job(session: Any, store: Any) -> Any:
     """A queued job row (max 2 attempts, factor set name "fs") on built-in digits and a stand-in teacher."""
-    from service import catalog
+    from service.catalog import queries as catalog
 
     stored = store.put_bytes(b"teacher bytes")
     artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")
@@ -246,7 +246,7 @@ def make_job(session: Any, store: Any) -> Any:
 
 @pytest.fixture
 def store(migrated: Any) -> Any:
-    from service.artifacts import ArtifactStore
+    from service.catalog.artifacts import ArtifactStore
 
     return ArtifactStore(migrated.artifact_dir)
 
@@ -283,8 +283,8 @@ def open_client(settings: Any, *, run_jobs: bool = True) -> Any:
     """
     from fastapi.testclient import TestClient
 
+    from service.jobs.runners import make_runner
     from service.main import create_app
-    from service.runners import make_runner
 
     app = create_app(settings, runner=make_runner if run_jobs else RecordingRunner)
     client = TestClient(app)

@@ -1,6 +1,6 @@
 """The ``kf`` command line.
 
-Engine (local runs, see ``service.cli.engine`` and ``service.cli_evaluate``):
+Engine (local runs, see ``service.cli.engine`` and ``service.cli.evaluate``):
     kf teacher fit | factorize | assemble | predict | demo | evaluate
 Service operations (``service.cli.ops``):
     kf serve [--host H --port P]        the HTTP API (jobs run inline unless KF_REDIS_URL is set)
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 from service.cli.client import ApiError, add_client_commands
 from service.cli.engine import add_engine_commands
+from service.cli.evaluate import add_evaluate_command, cmd_evaluate
 from service.cli.ops import add_ops_commands
-from service.cli_evaluate import add_evaluate_command, cmd_evaluate
 
 __all__ = ["main"]
 

@@ -103,7 +103,7 @@ def _recipe(args: argparse.Namespace) -> Any:
 
 def _cmd_teacher_fit(args: argparse.Namespace) -> int:
     from kf_core.pipeline import run_teacher_fit
-    from kf_core.progress import ProgressBar
+    from kf_core.progress_bar import ProgressBar
 
     report = run_teacher_fit(_recipe(args), args.out, callbacks=[ProgressBar("teacher")])
     for name, row in report["outputs"].items():
@@ -114,7 +114,7 @@ def _cmd_teacher_fit(args: argparse.Namespace) -> int:
 
 def _cmd_factorize(args: argparse.Namespace) -> int:
     from kf_core.pipeline import run_factorization
-    from kf_core.progress import ProgressBar
+    from kf_core.progress_bar import ProgressBar
     from kf_core.teacher import load_teacher
 
     teacher = load_teacher(args.teacher, outputs=args.outputs, features=args.features, input_shape=args.input_shape)
@@ -170,7 +170,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.engine:
-        from kf_core.demo import demo_recipe, run_demo
+        from kf_core.engine_demo import demo_recipe, run_demo
 
         run_demo(demo_recipe(args.recipe, epochs=args.epochs, samples=args.samples, seed=args.seed), args.out)
         return 0
@@ -178,8 +178,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from kf_core.errors import ConfigError
 
         raise ConfigError("the service demo runs the dsprites recipe; use --engine to run another recipe locally")
+    from service.cli.demo import run_service_demo
     from service.config import get_settings
-    from service.demo import run_service_demo
 
     run_service_demo(get_settings(), args.out, epochs=args.epochs, samples=args.samples, seed=args.seed)
     return 0

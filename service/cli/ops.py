@@ -75,7 +75,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=level,
         log_config=None,  # keep our handlers: JSON lines when not on a terminal
-        access_log=False,  # service.middleware logs every request, with its id, route and duration
+        access_log=False,  # service.api.middleware logs every request, with its id, route and duration
     )
     return 0
 
@@ -85,8 +85,8 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _bind_problem(host: str, settings: Any) -> str | None:
     """Why the server must not listen on ``host``: open access (no API keys) beyond this machine."""
-    from service.auth import has_active_keys
-    from service.db import make_engine, make_sessionmaker
+    from service.api.auth import has_active_keys
+    from service.catalog.db import make_engine, make_sessionmaker
 
     engine = make_engine(settings)
     try:
@@ -113,7 +113,7 @@ def _bind_problem(host: str, settings: Any) -> str | None:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from service.auth import create_key
+    from service.api.auth import create_key
 
     with _session() as session:
         row, key = create_key(session=session, scope=args.scope, name=args.name)
@@ -124,7 +124,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(_args: argparse.Namespace) -> int:
-    from service.auth import list_keys
+    from service.api.auth import list_keys
 
     with _session() as session:
         rows = list_keys(session=session)
@@ -137,7 +137,7 @@ def _cmd_keys_list(_args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from service.auth import revoke_key
+    from service.api.auth import revoke_key
 
     with _session() as session:
         row = revoke_key(session=session, prefix=args.prefix)
@@ -148,8 +148,8 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _session() -> Iterator[Any]:
+    from service.catalog.db import make_engine, make_sessionmaker
     from service.config import get_settings
-    from service.db import make_engine, make_sessionmaker
 
     engine = make_engine(get_settings())
     try:
@@ -161,8 +161,8 @@ def _session() -> Iterator[Any]:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from service.config import get_settings
+    from service.jobs.worker import run_worker
     from service.logs import configure_logging
-    from service.worker import run_worker
 
     configure_logging(level=get_settings().log_level)
     run_worker(queues=args.queue or (), burst=args.burst, name=args.name, max_jobs=args.max_jobs)
@@ -170,8 +170,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from service.catalog.migrate import upgrade
     from service.config import get_settings
-    from service.migrate import upgrade
 
     revision = upgrade(get_settings(), args.revision)
     print(f"catalog at revision {revision}")
@@ -179,9 +179,9 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_current(_args: argparse.Namespace) -> int:
+    from service.catalog.db import make_engine
+    from service.catalog.migrate import current_revision, head_revision
     from service.config import get_settings
-    from service.db import make_engine
-    from service.migrate import current_revision, head_revision
 
     engine = make_engine(get_settings())
     try:

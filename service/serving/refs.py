@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
 from kf_core.parts import FactorParts, load_parts
-from service import catalog
-from service.artifacts import ArtifactStore
+from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore
 
 __all__ = ["FactorSetInfo", "TaskInfo", "is_immutable_ref", "load_factor_set_info", "materialize_parts"]
 
@@ -76,7 +76,7 @@ class FactorSetInfo:
 
 
 def load_factor_set_info(*, session: Session, ref: str) -> FactorSetInfo:
-    """The factor set ``ref`` names (see :func:`service.catalog.resolve_factor_set`), with its versions."""
+    """The factor set ``ref`` names (see :func:`service.catalog.queries.resolve_factor_set`), with its versions."""
     fs = catalog.resolve_factor_set(session=session, ref=ref)
     return FactorSetInfo(
         id=fs.id,

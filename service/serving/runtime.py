@@ -45,10 +45,10 @@ from kf_core import _ort
 from kf_core.assemble import assemble_bytes, assemble_session
 from kf_core.parts import FactorParts
 from kf_core.predict import check_batch
-from service import catalog
-from service.artifacts import ArtifactStore
+from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore
+from service.catalog.db import session_scope
 from service.config import Settings
-from service.db import session_scope
 from service.errors import ArtifactError, InvalidInputError
 from service.serving.batching import MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider

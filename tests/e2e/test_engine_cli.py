@@ -91,7 +91,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_demo_budget_applies_only_without_overrides() -> None:
-    from kf_core.demo import DEMO_BUDGET, demo_recipe
+    from kf_core.engine_demo import DEMO_BUDGET, demo_recipe
 
     small = demo_recipe("dsprites", epochs=None, samples=None, seed=None)
     assert small.data.samples == DEMO_BUDGET["dsprites"]["samples"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from service.catalog.db import make_engine, make_sessionmaker
+from service.catalog.models import Assembly, FactorSet, Job
 from service.cli import main
 from service.config import Settings
-from service.db import make_engine, make_sessionmaker
-from service.models import Assembly, FactorSet, Job
 
 
 def test_kf_demo_runs_the_service_flow(

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kf_core.baseline import (
+from kf_core.data.base import ArrayDataset
+from kf_core.evaluation.baseline import (
     baseline_accuracy,
     count_parameters,
     factor_parameters,
@@ -16,7 +17,6 @@ from kf_core.baseline import (
     save_baseline,
     train_baseline,
 )
-from kf_core.data.base import ArrayDataset
 from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.loop import Callback, TrainState
 from kf_core.tasks import TaskSpec

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kf_core.disentangle import (
+from kf_core.errors import DataError
+from kf_core.evaluation.disentangle import (
     dci,
     dci_from_importance,
     discretise,
@@ -13,7 +14,6 @@ from kf_core.disentangle import (
     mig_from_mutual_information,
     mutual_information,
 )
-from kf_core.errors import DataError
 
 N = 3000
 SIZES = (3, 6, 8, 5)

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from kf_core.baseline import baseline_accuracy, load_baseline
+from kf_core.accuracy import collect_features, factor_features
 from kf_core.data.npz import save_npz
 from kf_core.data.spec import DataSpec, load_split
 from kf_core.errors import CheckpointError, ConfigError
-from kf_core.evaluate import collect_features, factor_features
-from kf_core.evaluation_run import EvalConfig, run_evaluation
+from kf_core.evaluation.baseline import baseline_accuracy, load_baseline
+from kf_core.evaluation.run import EvalConfig, run_evaluation
+from kf_core.evaluation.transfer import default_held_out
 from kf_core.factor import NetSpec
 from kf_core.pipeline import run_factorization
 from kf_core.recipes import Recipe, TeacherRecipe
 from kf_core.tasks import TaskSpec
 from kf_core.teacher import load_teacher, save_teacher
-from kf_core.transfer import default_held_out
 from tests.factories import tiny_dataset, tiny_factor_config, tiny_teacher, tiny_train_config
 
 TASKS = (TaskSpec(name="bright", output="bright"), TaskSpec(name="half", output="half"))
@@ -151,7 +151,7 @@ def test_default_held_out_task() -> None:
 
 
 def test_factor_features_are_the_tsn_means_and_the_ckn_output(run: tuple[Path, Path]) -> None:
-    from kf_core.run_dir import load_run_model
+    from kf_core.evaluation.run_dir import load_run_model
 
     data = tiny_dataset(40, seed=3)
     model, _ = load_run_model(run[0], input_shape=data.input_shape)
@@ -170,7 +170,7 @@ def test_cli_subcommand_parses_runs_and_prints_a_summary(
 ) -> None:
     import argparse
 
-    from service.cli_evaluate import add_evaluate_command, cmd_evaluate
+    from service.cli.evaluate import add_evaluate_command, cmd_evaluate
 
     copy = tmp_path / "factor"
     shutil.copytree(run[0], copy)
@@ -187,7 +187,7 @@ def test_cli_subcommand_parses_runs_and_prints_a_summary(
 
 
 def test_an_interrupted_comparison_model_resumes_only_for_the_same_key(tmp_path: Path) -> None:
-    from kf_core.evaluation_context import claim_cache
+    from kf_core.evaluation.context import claim_cache
 
     claim_cache(tmp_path, "teacher-a")
     (tmp_path / "checkpoint.pt").write_bytes(b"half-trained")

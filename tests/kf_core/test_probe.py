@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kf_core.leakage import leakage_matrix
-from kf_core.probe import chance_accuracy, fit_probe, normalise, probe_accuracy
+from kf_core.evaluation.leakage import leakage_matrix
+from kf_core.evaluation.probe import chance_accuracy, fit_probe, normalise, probe_accuracy
 
 N = 1200
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from kf_core.accuracy import factor_accuracy
 from kf_core.data.base import ArrayDataset
 from kf_core.errors import (
     CheckpointError,
@@ -18,7 +19,6 @@ from kf_core.errors import (
     TrainingCancelled,
     UnknownOutputError,
 )
-from kf_core.evaluate import factor_accuracy
 from kf_core.loop import Callback, TrainConfig, TrainState
 from kf_core.tasks import TaskSpec
 from kf_core.teacher import TorchTeacher

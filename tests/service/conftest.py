@@ -39,7 +39,7 @@ def digits_teacher(client: Any, teacher_files: TeacherFiles) -> dict[str, Any]:
 
 @pytest.fixture(params=["sqlite-inline", "postgresql-rq"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    from service.migrate import upgrade
+    from service.catalog.migrate import upgrade
 
     if request.param == "sqlite-inline":
         settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/catalog.db")

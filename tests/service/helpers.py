@@ -79,8 +79,8 @@ def delete_redis_keys(url: str, settings: Any) -> None:
     import redis
     from sqlalchemy import select
 
-    from service.db import make_engine
-    from service.models import Job
+    from service.catalog.db import make_engine
+    from service.catalog.models import Job
 
     engine = make_engine(settings)
     with engine.connect() as conn:

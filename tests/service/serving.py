@@ -58,8 +58,8 @@ def train_small_factor_set(run_dir: Path) -> Trained:
 
 def register(trained: Trained, *, session: Any, job: Any, factory: Any, store: Any) -> Any:
     """Register the trained factor set as ``fs`` version 1 (through the job's lease, as a worker would)."""
-    from service.leases import claim_job
-    from service.register import register_factor_set
+    from service.catalog.leases import claim_job
+    from service.jobs.register import register_factor_set
 
     lease = claim_job(session=session, job_id=job.id, worker="w:1")
     session.commit()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.models import Job
+from service.catalog.models import Job
 from tests.factories import DSPRITES_HEADS, npz_dataset_file, tiny_job_body
 from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, upload_teacher
 
@@ -146,9 +146,9 @@ def test_cancelling_a_queued_job(client: Any, digits_teacher: dict[str, Any]) ->
 
 
 def test_unreachable_queue_is_a_503_and_leaves_no_job(tmp_path: Path, teacher_files: TeacherFiles) -> None:
+    from service.catalog.migrate import upgrade
+    from service.jobs.runners import RqRunner
     from service.main import create_app
-    from service.migrate import upgrade
-    from service.runners import RqRunner
     from tests.conftest import make_settings
 
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path}/c.db", redis_url="redis://127.0.0.1:1/0")

@@ -17,7 +17,7 @@ import torch
 from onnx import helper
 from sqlalchemy import func, select
 
-from service.models import Artifact, Dataset, Teacher
+from service.catalog.models import Artifact, Dataset, Teacher
 from tests.factories import npz_dataset_file
 from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, upload_teacher
 
@@ -165,7 +165,7 @@ def test_malformed_forms_are_refused(client: Any, session: Any, migrated: Any, t
 
 
 def test_oversize_upload_is_refused_while_streaming(tmp_path: Path, database_url: str) -> None:
-    from service.migrate import upgrade
+    from service.catalog.migrate import upgrade
     from tests.conftest import make_settings, open_client
 
     settings = make_settings(tmp_path, database_url, max_upload_bytes=64 << 10)

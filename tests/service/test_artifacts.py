@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.artifacts import ArtifactStore
+from service.catalog.artifacts import ArtifactStore
 from service.errors import ArtifactCorruptError, ArtifactMissingError, PayloadTooLargeError
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from service import catalog, execute
-from service.db import make_engine, make_sessionmaker
-from service.leases import claim_job
-from service.models import Job
+from service.catalog import queries as catalog
+from service.catalog.db import make_engine, make_sessionmaker
+from service.catalog.leases import claim_job
+from service.catalog.models import Job
+from service.jobs import run as execute
 from tests.conftest import open_client
 from tests.service.helpers import Backend, TeacherFiles, small_dsprites_job, upload_teacher, wait_for
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.artifacts import ArtifactStore
-from service.models import Job
+from service.catalog.artifacts import ArtifactStore
+from service.catalog.models import Job
 from tests.conftest import _pg_admin, make_job, make_settings, open_client, pg_schema
 from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, free_port, upload_teacher, wait_for
 from tests.service.serving import Trained, register, train_small_factor_set
@@ -112,8 +112,8 @@ def test_redis_down_predictions_keep_answering_jobs_get_503_and_recover_without_
 
 @pytest.mark.usefixtures("_pg_ready")
 def test_killed_postgresql_connections_are_replaced_without_errors(tmp_path: Path, trained: Trained) -> None:
-    from service.db import make_engine, make_sessionmaker
-    from service.migrate import upgrade
+    from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.migrate import upgrade
 
     with pg_schema() as url:
         settings = make_settings(tmp_path, url)

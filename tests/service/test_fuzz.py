@@ -23,10 +23,10 @@ from tests.service.serving import register, train_small_factor_set
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     from fastapi.testclient import TestClient
 
-    from service.artifacts import ArtifactStore
-    from service.db import make_engine, make_sessionmaker
+    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.migrate import upgrade
     from service.main import create_app
-    from service.migrate import upgrade
 
     root: Path = tmp_path_factory.mktemp("fuzz")
     cfg = make_settings(root, f"sqlite:///{root}/catalog.db", max_request_bytes=1 << 20, max_batch=8)
@@ -35,7 +35,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, st
     factory = make_sessionmaker(engine)
     store = ArtifactStore(cfg.artifact_dir)
     with factory() as session:
-        from service.auth import create_key
+        from service.api.auth import create_key
 
         _, key = create_key(session=session, scope="admin", name="fuzz")  # as in production: keys exist
         session.commit()

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.db import make_engine
-from service.models import Artifact, FactorSet
+from service.catalog.db import make_engine
+from service.catalog.models import Artifact, FactorSet
 from tests.conftest import open_client
 from tests.service.helpers import Backend, TeacherFiles, small_dsprites_job, upload_teacher, wait_for, watch
 

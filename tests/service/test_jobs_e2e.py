@@ -92,8 +92,8 @@ def test_dsprites_job_end_to_end_over_http(backend: Backend, teacher_files: Teac
 def _no_checkpoint_files(backend: Backend) -> bool:
     from sqlalchemy import select
 
-    from service.db import make_engine
-    from service.models import Artifact, Job
+    from service.catalog.db import make_engine
+    from service.catalog.models import Artifact, Job
 
     engine = make_engine(backend.settings)
     try:

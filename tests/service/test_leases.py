@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from service import catalog
+from service.catalog import queries as catalog
+from service.catalog.leases import claim_job, finish_run, reap_lost_jobs, release_run, retry_or_fail_run, touch_run
+from service.catalog.models import Job, JobStatus
 from service.errors import ConflictError, LeaseLostError
-from service.leases import claim_job, finish_run, reap_lost_jobs, release_run, retry_or_fail_run, touch_run
-from service.models import Job, JobStatus
 
 
 def _age_heartbeat(session: Session, job: Job, seconds: float) -> None:

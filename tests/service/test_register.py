@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import catalog
-from service.db import make_engine, make_sessionmaker
+from service.catalog import queries as catalog
+from service.catalog.db import make_engine, make_sessionmaker
+from service.catalog.leases import Lease, claim_job
+from service.catalog.models import Artifact, Factor, FactorSet, Job
 from service.errors import ArtifactCorruptError, LeaseLostError
-from service.leases import Lease, claim_job
-from service.models import Artifact, Factor, FactorSet, Job
-from service.register import register_factor_set
+from service.jobs.register import register_factor_set
 from tests.factories import exported_run_dir
 
 

@@ -7,12 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from rq.utils import import_attribute
 from sqlalchemy import update
 
-from service.db import make_engine, make_sessionmaker
-from service.leases import claim_job
-from service.models import Job
-from service.runners import recover_rq_jobs
+from service.catalog.db import make_engine, make_sessionmaker
+from service.catalog.leases import claim_job
+from service.catalog.models import Job
+from service.jobs.run import run_job
+from service.jobs.runners import JOB_FUNCTION, recover_rq_jobs
 
 
 @pytest.fixture
@@ -77,3 +79,9 @@ def test_a_job_whose_worker_died_is_enqueued_at_once(session: Any, job: Job, rq_
         assert job.rq_job_id is not None and _rq_status(rq_settings, job.rq_job_id) == "queued"
     finally:
         engine.dispose()
+
+
+def test_jobs_queued_under_the_old_function_name_still_run() -> None:
+    # RQ stores the function by name with every queued job; jobs queued before the move name service.execute.
+    assert import_attribute("service.execute.run_job") is run_job
+    assert import_attribute(JOB_FUNCTION) is run_job

@@ -13,7 +13,7 @@ import pytest
 from onnx import helper, numpy_helper
 from sqlalchemy import func, select
 
-from service.models import Artifact, Teacher
+from service.catalog.models import Artifact, Teacher
 from tests.conftest import make_settings, open_client
 
 
@@ -78,7 +78,7 @@ def test_client_strings_never_become_paths(client: Any) -> None:
 
 
 def test_api_keys_are_compared_in_constant_time(session: Any, migrated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from service import auth
+    from service.api import auth
 
     _, key = auth.create_key(session=session, scope="predict")
     session.commit()

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select
 
 from kf_core._ort import available_providers, create_session
-from service.models import Assembly
+from service.catalog.models import Assembly
 from tests.conftest import open_client
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
 

@@ -1,0 +1,1 @@
+"""The HTTP edge: middleware, authentication, multipart uploads, Prometheus metrics and the routes."""

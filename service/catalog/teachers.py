@@ -1,0 +1,214 @@
+"""Teacher models: validate an uploaded ONNX or TorchScript file against its JSON spec, and open stored ones.
+
+Validation loads the model exactly as a job will (:func:`open_teacher`), so a teacher the catalog accepts is a
+teacher a worker can run. The format comes from the bytes, never the file name: TorchScript archives are zip
+files (anything else, such as a pickle renamed ``.pt``, is refused unread); everything else must parse as ONNX
+and pass ``onnx.checker`` (full check, with shape inference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from service.api.uploads import Upload, parse_spec, read_upload
+from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore
+from service.catalog.models import Teacher
+from service.config import Settings
+from service.errors import ConflictError, InvalidInputError
+from service.schemas import TeacherSpec
+
+if TYPE_CHECKING:
+    from kf_core.teacher import Teacher as KfTeacher
+
+__all__ = ["TeacherInfo", "detect_format", "inspect_teacher", "open_teacher", "upload_teacher"]
+
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}  # kf_core picks the loader by suffix
+_MEDIA = {"onnx": "application/onnx", "torchscript": "application/x-torchscript"}
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    """What validation learned about a teacher: everything the catalog row needs besides name and file."""
+
+    format: str
+    input_shape: list[int]
+    outputs: dict[str, str | int]
+    output_sizes: dict[str, int]
+    features: list[str | int]
+    feature_dims: list[int]
+    class_names: dict[str, list[str]]
+    tasks: list[dict[str, Any]]
+
+
+def detect_format(path: Path) -> str:
+    """``torchscript`` for zip archives, else ``onnx`` if it parses and passes the checker."""
+    if zipfile.is_zipfile(path):
+        return "torchscript"
+    with path.open("rb") as f:
+        head = f.read(2)
+    if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        raise InvalidInputError(
+            "the uploaded file is a Python pickle; pickles are refused unread because loading one can run any code. "
+            "Export the model with torch.jit.script (or trace) and torch.jit.save, or to ONNX"
+        )
+    import onnx
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError has no stable import path
+        raise InvalidInputError(
+            "the uploaded file is neither an ONNX model nor a TorchScript archive (it does not parse as ONNX: "
+            f"{str(e)[:200]}); upload a .onnx file or a torch.jit.save archive"
+        ) from None
+    if not model.graph.node and not model.graph.output:
+        # Arbitrary bytes can parse as an empty protobuf message; this is not a model.
+        raise InvalidInputError("the uploaded file is not an ONNX model (it holds no graph); upload a .onnx file")
+    external = _external_locations(model)
+    if external:
+        # One uploaded file has no neighbours: any external-data path points outside the upload (../../etc/...).
+        raise InvalidInputError(
+            f"the ONNX model keeps weights in external files ({', '.join(sorted(external)[:3])}); external data is "
+            "refused. Upload one self-contained file: onnx.save(model, path, save_as_external_data=False)"
+        )
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise InvalidInputError(f"the ONNX model fails onnx.checker: {str(e)[:500]}; re-export it") from None
+    return "onnx"
+
+
+def _external_locations(model: Any) -> set[str]:
+    """Locations of every tensor (initializers, sparse initializers, constants, subgraphs) stored outside the file."""
+    import onnx
+
+    found: set[str] = set()
+
+    def tensor(t: Any) -> None:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            locations = [e.value for e in t.external_data if e.key == "location"]
+            found.update(locations or ["<unnamed>"])
+
+    def graph(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for sp in g.sparse_initializer:
+            tensor(sp.values)
+            tensor(sp.indices)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensor(a.t)
+                for t in a.tensors:
+                    tensor(t)
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+
+    graph(model.graph)
+    return found
+
+
+def open_teacher(
+    path: Path,
+    *,
+    format: str,
+    outputs: dict[str, Any] | None,
+    features: list[Any] | None,
+    input_shape: list[int] | None,
+    class_names: dict[str, list[str]],
+) -> KfTeacher:
+    """Load a teacher file with kf_core, the same way for validation and for jobs."""
+    from kf_core.teacher import OnnxTeacher, TorchScriptTeacher
+
+    if format == "onnx":
+        if features is None:
+            import onnx
+
+            graph_outputs = onnx.load_model(str(path), load_external_data=False).graph.output
+            features = [o.name for o in graph_outputs if o.name.startswith("feat_")]
+        teacher: KfTeacher = OnnxTeacher(
+            path,
+            outputs={k: str(v) for k, v in outputs.items()} if outputs is not None else None,
+            features=[str(f) for f in features],
+            class_names=class_names,
+        )
+        if input_shape is not None:
+            teacher.check_input(input_shape)
+        return teacher
+    if input_shape is None or not outputs:
+        raise InvalidInputError(
+            "a TorchScript teacher needs 'input_shape' ([C, H, W]) and 'outputs' ({name: dict key or tuple index}) "
+            "in its spec: TorchScript files do not record them"
+        )
+    return TorchScriptTeacher(
+        path, input_shape=input_shape, outputs=outputs, features=features or (), class_names=class_names
+    )
+
+
+def inspect_teacher(path: Path, spec: TeacherSpec) -> TeacherInfo:
+    """Validate the file at ``path`` against ``spec``; raise a 4xx error if the teacher is unusable."""
+    from kf_core.tasks import TaskSpec, validate_tasks
+
+    fmt = detect_format(path)
+    teacher = open_teacher(
+        path,
+        format=fmt,
+        outputs=spec.outputs,
+        features=spec.features,
+        input_shape=spec.input_shape,
+        class_names=spec.class_names,
+    )
+    outputs: dict[str, str | int] = dict(getattr(teacher, "outputs", {}))
+    for name, names in spec.class_names.items():
+        if name not in teacher.output_sizes:
+            raise InvalidInputError(f"class_names names {name!r}, which is not an output; outputs: {sorted(outputs)}")
+        if len(names) != teacher.output_sizes[name]:
+            raise InvalidInputError(
+                f"class_names[{name!r}] has {len(names)} names but output {name!r} has {teacher.output_sizes[name]} "
+                "classes"
+            )
+    tasks = [TaskSpec.from_json(t.model_dump()) for t in spec.tasks]
+    if tasks:
+        validate_tasks(tasks, teacher.output_sizes)
+    return TeacherInfo(
+        format=fmt,
+        input_shape=[int(s) for s in teacher.input_shape],
+        outputs=outputs,
+        output_sizes={k: int(v) for k, v in teacher.output_sizes.items()},
+        features=list(getattr(teacher, "features", [])),
+        feature_dims=[int(d) for d in teacher.feature_dims],
+        class_names=dict(spec.class_names),
+        tasks=[t.to_json() for t in tasks],
+    )
+
+
+async def upload_teacher(request: Request, *, session: Session, settings: Settings, store: ArtifactStore) -> Teacher:
+    """``POST /v1/teachers``: stream the file, validate file and spec, then store and register both, or nothing."""
+    upload = await read_upload(request, store=store, max_bytes=settings.max_upload_bytes)
+    try:
+        spec = parse_spec(TeacherSpec, upload.fields)
+        return await run_in_threadpool(_register, upload, spec, session)
+    finally:
+        upload.file.abort()  # no-op once committed; otherwise nothing of a rejected upload is kept
+
+
+def _register(upload: Upload, spec: TeacherSpec, session: Session) -> Teacher:
+    if catalog.teacher_name_taken(session=session, name=spec.name):  # before the costly validation
+        raise ConflictError(f"a teacher named {spec.name!r} already exists; choose another name")
+    info = inspect_teacher(upload.file.path, spec)
+    stored = upload.file.commit()
+    artifact = catalog.record_artifact(session=session, stored=stored, media_type=_MEDIA[info.format])
+    fields = {**dataclasses.asdict(info), "name": spec.name, "description": spec.description}
+    teacher = catalog.create_teacher(session=session, fields=fields | {"filename": upload.filename}, artifact=artifact)
+    session.commit()
+    return teacher

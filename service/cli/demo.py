@@ -1,0 +1,167 @@
+"""``kf demo``: the whole product on the embedded default, in a few minutes on a laptop.
+
+Generates dSprites, fits a small teacher, starts the API (SQLite catalog, inline jobs, local artifacts), uploads
+the teacher and factorizes it as a job over HTTP, then assembles two task subsets and posts predictions, printing
+them with the per-task accuracies. Everything the demo registers stays in the catalog: ``kf serve`` afterwards
+serves the ``dsprites-demo`` factor set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.config import Settings
+
+__all__ = ["run_service_demo"]
+
+FACTOR_SET = "dsprites-demo"
+_SUBSETS = (["shape", "scale"], ["orientation", "pos_x", "pos_y"])
+
+
+def run_service_demo(
+    settings: Settings,
+    out: Path,
+    *,
+    epochs: int | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    show: int = 4,
+) -> dict[str, Any]:
+    from kf_core.engine_demo import demo_recipe
+    from kf_core.pipeline import run_teacher_fit
+    from kf_core.progress_bar import ProgressBar
+    from service.catalog.migrate import upgrade
+
+    started = time.perf_counter()
+    # The embedded default: jobs run inline; their processes log warnings only, so the demo's own lines stay readable.
+    settings = settings.model_copy(update={"redis_url": None, "log_level": "warning"})
+    recipe = demo_recipe("dsprites", epochs=epochs, samples=samples, seed=seed)
+    print(f"kf demo: catalog {settings.database_url}, artifacts {settings.artifact_dir}")
+    upgrade(settings)
+    print(
+        f"1/5 generating dSprites ({recipe.data.samples} images) and fitting a small teacher "
+        f"({recipe.teacher.train.epochs} epochs)"
+    )
+    run_teacher_fit(recipe, out / "teacher", callbacks=[ProgressBar("teacher")])
+
+    with _server(settings) as api:
+        print(f"2/5 API up at {api.base_url}; uploading the teacher (ONNX)")
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        onnx = (out / "teacher" / "teacher.onnx").read_bytes()
+        test = _test_split(recipe)
+        spec = {"name": f"demo-teacher-{stamp}", "class_names": {k: list(v) for k, v in test.classes.items()}}
+        teacher = _ok(api.post("/v1/teachers", files={"file": ("teacher.onnx", onnx)}, data={"spec": json.dumps(spec)}))
+        print(f"3/5 factorizing it as a job (POST /v1/jobs), {recipe.train.epochs} epochs")
+        overrides = {"epochs": recipe.train.epochs, "samples": recipe.data.samples, "seed": recipe.train.seed}
+        job = _ok(
+            api.post(
+                "/v1/jobs",
+                json={"teacher_id": teacher["id"], "dataset": "dsprites", "name": FACTOR_SET, "overrides": overrides},
+            )
+        )
+        job = _follow(api, job["id"])
+        fs = _ok(api.get(f"/v1/factor-sets/{job['factor_set_id']}"))
+        ref = f"{fs['name']}:{fs['version']}"
+        print(f"    registered factor set {ref}")
+        print(f"    {'task':<12} {'teacher':>8} {'factor':>8}")
+        accuracy = {f["task"]: f["metrics"] for f in fs["factors"]}
+        for task, m in accuracy.items():
+            print(f"    {task:<12} {100 * m['teacher_accuracy']:7.2f}% {100 * m['factor_accuracy']:7.2f}%")
+
+        print("4/5 assembling two task subsets on the fly (POST /v1/assemblies; no fine-tuning)")
+        for subset in _SUBSETS:
+            a = _ok(api.post("/v1/assemblies", json={"factor_set": ref, "tasks": subset}))
+            print(
+                f"    {'+'.join(subset):<26} assembly {a['id']}: {a['size_bytes'] / 1e6:.1f} MB graph, "
+                f"{a['cache']}, built in {a['build_ms']:.0f} ms on {a['provider']}"
+            )
+
+        print(f"5/5 predicting {show} test images with each assembly (POST /v1/predict)")
+        x = test.images(slice(0, show))
+        for subset in _SUBSETS:
+            pred = _ok(api.post("/v1/predict", json={"factor_set": ref, "tasks": subset, "inputs": x.tolist()}))
+            print(f"    {'+'.join(subset)}:")
+            for task in subset:
+                classes = test.classes.get(task) or []
+                truth = [classes[int(c)] if classes else str(int(c)) for c in test.labels[task][:show]]
+                got = pred["predictions"][task]["class_names"]
+                conf = [f"{max(p):.2f}" for p in pred["predictions"][task]["probabilities"]]
+                acc = 100 * accuracy[task]["factor_accuracy"]
+                print(f"      {task:<12} predicted {got} (p {conf}) truth {truth}; test accuracy {acc:.1f}%")
+    wall = time.perf_counter() - started
+    print(f"done in {wall:.0f} s. `kf serve` serves {FACTOR_SET} from the same catalog (README: Predictions)")
+    return {"factor_set": fs, "wall_seconds": wall}
+
+
+def _test_split(recipe: Any) -> Any:
+    from kf_core.data.spec import load_split
+
+    return load_split(recipe.data).test
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}: {response.text[:500]}"
+        )
+    return response.json()
+
+
+def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
+    """Poll the job, drawing its progress, until it finishes; raise if it did not succeed."""
+    from tqdm.auto import tqdm
+
+    bar = None
+    while True:
+        job: dict[str, Any] = _ok(api.get(f"/v1/jobs/{job_id}"))
+        if job["steps_total"] and bar is None:
+            bar = tqdm(total=job["steps_total"], desc="factorize (job)")
+        if bar is not None:
+            bar.n = job["step"]
+            bar.set_postfix(stage=job["stage"], epoch=f"{job['epoch']}/{job['epochs']}", refresh=False)
+            bar.refresh()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            if bar is not None:
+                bar.close()
+            if job["status"] != "succeeded":
+                raise RuntimeError(f"the factorization job {job['status']}: {job['error']}")
+            return job
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def _server(settings: Settings) -> Iterator[httpx.Client]:
+    """The API on a free loopback port, in this process (its jobs run in child processes)."""
+    import uvicorn
+
+    from service.main import create_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="kf-demo-api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the API did not start; see the messages above")
+        time.sleep(0.05)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

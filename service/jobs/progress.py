@@ -1,0 +1,134 @@
+"""The training callback of a job run: progress to the job row, cancellation from it, checkpoints to the store.
+
+Writes are throttled to one per ``KF_PROGRESS_INTERVAL_S`` (plus one per epoch), each doubling as a cancel poll;
+between writes the callback reads the flags the heartbeat thread sets, so a cancel is honoured at the next step
+without a database round trip per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kf_core.loop import Callback, TrainState
+from service.catalog import queries as catalog
+from service.catalog.db import session_scope
+from service.catalog.leases import Lease, touch_run
+from service.catalog.models import Artifact, Job
+from service.errors import LeaseLostError
+
+if TYPE_CHECKING:
+    from service.jobs.run import _Run
+
+__all__ = ["CancelFlag", "JobProgress", "RunSignals"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "application/x-kf-checkpoint"
+
+
+class CancelFlag:
+    """A threading.Event that remembers when it was first set (for the hard-stop deadline)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.seen_at: float | None = None
+
+    def set(self) -> None:
+        if self.seen_at is None:
+            self.seen_at = time.monotonic()
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class RunSignals:
+    """Flags the heartbeat thread raises for the training thread."""
+
+    def __init__(self) -> None:
+        self.cancel = CancelFlag()
+        self.lost = threading.Event()
+
+
+class JobProgress(Callback):
+    """kf_core training callback bound to one job run."""
+
+    def __init__(self, run: _Run, lease: Lease) -> None:
+        self.run, self.lease = run, lease
+        self._last_write = 0.0
+
+    def on_train_start(self, state: TrainState) -> None:
+        values: dict[str, Any] = {
+            "stage": "training",
+            "epochs": state.epochs,
+            "steps_total": state.steps_per_epoch * state.epochs,
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "progress": _fraction(state),
+        }
+        if state.global_step > 0:  # the loop restored a checkpoint: record where this run picked up
+            values["resumed_from_step"] = state.global_step
+            log.info("job %s: resumed at epoch %d, step %d", self.lease.job_id, state.epoch, state.global_step)
+        self._write(state, values)
+
+    def on_step_end(self, state: TrainState) -> None:
+        self._check(state)
+        if time.monotonic() - self._last_write >= self.run.settings.progress_interval_s:
+            self._write(state, self._values(state, state.metrics))
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        row = state.history[-1] if state.history else state.metrics
+        values = self._values(state, row)
+        if state.epoch >= state.epochs:
+            values["stage"] = "exporting"  # evaluation, ONNX export and the assembly check come next
+        self._write(state, values)
+
+    def on_checkpoint(self, state: TrainState, path: Path) -> None:
+        """Store the checkpoint, point the job at it, and delete the one it replaces."""
+        stored = self.run.store.put_file(path)
+        with session_scope(self.run.factory) as session:
+            job = session.get(Job, self.lease.job_id)
+            previous = job.checkpoint_artifact_id if job is not None else None
+            artifact = catalog.record_artifact(session=session, stored=stored, media_type=CHECKPOINT)
+            session.flush()
+            touch_run(
+                session=session,
+                lease=self.lease,
+                checkpoint_artifact_id=artifact.id,
+                checkpoint_step=state.global_step,
+            )
+            old = session.get(Artifact, previous) if previous not in (None, artifact.id) else None
+            if old is not None:
+                session.delete(old)
+        if old is not None:
+            self.run.store.delete(old.sha256)
+
+    def _check(self, state: TrainState) -> None:
+        if self.run.signals.lost.is_set():
+            raise LeaseLostError(f"job {self.lease.job_id}: this run lost the job")
+        if self.run.signals.cancel.is_set():
+            state.cancel = True
+
+    def _values(self, state: TrainState, metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "progress": _fraction(state),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+        }
+
+    def _write(self, state: TrainState, values: dict[str, Any]) -> None:
+        with session_scope(self.run.factory) as session:
+            if touch_run(session=session, lease=self.lease, **values).cancel_requested:
+                self.run.signals.cancel.set()
+        self._last_write = time.monotonic()
+        self._check(state)
+
+
+def _fraction(state: TrainState) -> float:
+    total = state.steps_per_epoch * state.epochs
+    return min(1.0, state.global_step / total) if total else 0.0

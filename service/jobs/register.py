@@ -1,0 +1,122 @@
+"""Register a finished run's factor set: store every part, verify it, then one transaction for the catalog.
+
+Order matters. First every file (parts, manifest, report) is copied into the artifact store and re-read from
+there; each part's hash must equal the hash kf_core's exporter wrote into the manifest. Only then one
+transaction, fenced by the run's lease, marks the job succeeded and inserts the factor set, its factors and
+their artifact rows. A cancel, a lost lease or a crash before that commit leaves nothing registered (at most
+unreferenced content-addressed files); ``factor_set.job_id`` being unique makes a second registration
+impossible even for a zombie run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore, StoredFile
+from service.catalog.db import session_scope
+from service.catalog.leases import Lease, finish_run, lock_job
+from service.catalog.models import Factor, FactorSet, JobStatus
+from service.errors import ArtifactCorruptError, LeaseLostError
+
+__all__ = ["register_factor_set"]
+
+log = logging.getLogger(__name__)
+
+ONNX = "application/onnx"
+JSON = "application/json"
+
+
+def register_factor_set(
+    *, factory: sessionmaker[Session], store: ArtifactStore, lease: Lease, run_dir: Path, report: dict[str, Any]
+) -> FactorSet:
+    """Store and verify ``run_dir/parts``, then register the factor set and finish the job in one transaction."""
+    parts = run_dir / "parts"
+    manifest = json.loads((parts / "manifest.json").read_text())
+    ckn = _store_verified(store, parts / manifest["ckn"]["file"], manifest["ckn"]["sha256"])
+    tasks = {
+        name: _store_verified(store, parts / entry["file"], entry["sha256"])
+        for name, entry in manifest["tasks"].items()
+    }
+    manifest_file = _store_verified(store, parts / "manifest.json", None)
+    report_file = _store_verified(store, run_dir / "report.json", None)
+
+    for attempt in range(3):  # only a concurrent registration under the same name can make this loop
+        try:
+            with session_scope(factory) as session:
+                return _insert(session, lease, manifest, report, ckn, tasks, manifest_file, report_file)
+        except IntegrityError as e:
+            if "version" not in str(e.orig) or attempt == 2:
+                raise
+            log.info("factor set version taken by a concurrent registration; retrying")
+    raise AssertionError("unreachable")
+
+
+def _store_verified(store: ArtifactStore, path: Path, expected: str | None) -> StoredFile:
+    stored = store.put_file(path)
+    if expected is not None and stored.sha256 != expected:
+        raise ArtifactCorruptError(
+            f"{path.name} hashes to {stored.sha256} but the exporter recorded {expected}; the file changed on disk "
+            "between export and registration"
+        )
+    store.verify(stored.sha256, size=stored.size)  # what is in the store, not what we meant to write
+    return stored
+
+
+def _insert(
+    session: Session,
+    lease: Lease,
+    manifest: dict[str, Any],
+    report: dict[str, Any],
+    ckn: StoredFile,
+    tasks: dict[str, StoredFile],
+    manifest_file: StoredFile,
+    report_file: StoredFile,
+) -> FactorSet:
+    job = lock_job(session=session, job_id=lease.job_id)
+    if job is None or job.lease != lease.token or job.status != JobStatus.running:
+        raise LeaseLostError(f"job {lease.job_id}: lost the job before registering its factor set")
+    if job.cancel_requested_at is not None:
+        raise LeaseLostError(f"job {lease.job_id} was cancelled before its factor set was registered")
+    finish_run(session=session, lease=lease, status=JobStatus.succeeded, stage="done", progress=1.0)
+
+    def record(stored: StoredFile, media_type: str) -> Any:
+        return catalog.record_artifact(session=session, stored=stored, media_type=media_type)
+
+    latest = session.scalar(select(func.max(FactorSet.version)).where(FactorSet.name == job.factor_set_name))
+    task_report = report.get("tasks", {})
+    factor_set = FactorSet(
+        name=job.factor_set_name,
+        version=(latest or 0) + 1,
+        teacher_id=job.teacher_id,
+        dataset_id=job.dataset_id,
+        job_id=job.id,
+        config=job.recipe,
+        metrics={k: v for k, v in report.items() if k != "tasks"} | {"tasks": task_report},
+        input_spec=manifest["input"],
+        ckn_artifact=record(ckn, ONNX),
+        manifest_artifact=record(manifest_file, JSON),
+        report_artifact=record(report_file, JSON),
+        factors=[
+            Factor(
+                task=name,
+                position=i,
+                output=entry["output"],
+                classes=list(entry["classes"]),
+                class_names=list(entry["class_names"]),
+                artifact=record(tasks[name], ONNX),
+                metrics=task_report.get(name, {}),
+            )
+            for i, (name, entry) in enumerate(manifest["tasks"].items())
+        ],
+    )
+    session.add(factor_set)
+    session.flush()
+    return factor_set

@@ -1,0 +1,158 @@
+"""Turn a ``JobCreate`` into the exact kf_core recipe a job will run, checking everything checkable up front.
+
+Submission is where a user can still fix a mistake cheaply, so this resolves and validates the recipe, the
+overrides, the tasks, the architectures and the data/teacher fit before a job row exists: a bad request is a
+422 naming the field, never a job that fails minutes later. Data always comes from the catalog's dataset row:
+a request can tune the split but never point a job at a server path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from service.catalog.models import Dataset, Teacher
+from service.errors import InvalidInputError
+from service.schemas import JobCreate
+
+__all__ = ["ARTIFACT_PREFIX", "resolve_recipe"]
+
+ARTIFACT_PREFIX = "artifact:"  # data.path of uploaded datasets: the worker swaps in a verified local copy
+_DATA_TUNABLE = ("samples", "seed", "test_fraction", "split_seed", "labels")
+
+
+def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> dict[str, Any]:
+    """The recipe JSON (tasks included) for ``job_in``; raises a 4xx error for anything that cannot run."""
+    from kf_core.data.spec import DataSpec
+    from kf_core.factor import FactorConfig
+    from kf_core.loop import TrainConfig
+    from kf_core.recipes import Recipe
+
+    base = _base_recipe(job_in, dataset)
+    ov = job_in.overrides
+    data = _data_json(base.data.to_json() if base.data.source == dataset.source else {}, dataset, ov.data, ov.samples)
+    train = {**base.train.to_json(), **ov.train}
+    train.update({k: v for k, v in (("epochs", ov.epochs), ("seed", ov.seed)) if v is not None})
+    factor = {**base.factor.to_json(), **ov.factor}
+    try:
+        factor_config = FactorConfig.from_json(factor)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InvalidInputError(f"overrides.factor is invalid ({e!r}); give ckn, tsn and feature_dim") from None
+    recipe = Recipe(
+        name=base.name,
+        description=base.description,
+        data=DataSpec.from_json(data),
+        teacher=base.teacher,
+        factor=factor_config,
+        train=TrainConfig.from_json(train),
+        tasks=(),
+    )
+    _check_fit(teacher, dataset)
+    same_data = base.data.source == dataset.source  # a recipe's tasks belong to the data it was written for
+    tasks = _tasks(job_in, base.tasks if same_data else (), teacher, dataset)
+    _check_nets(factor_config, dataset)
+    doc: dict[str, Any] = dataclasses.replace(recipe, tasks=tuple(tasks)).to_json()
+    return doc
+
+
+def _base_recipe(job_in: JobCreate, dataset: Dataset) -> Any:
+    from kf_core.errors import UnknownRecipeError
+    from kf_core.recipes import Recipe, get_recipe, list_recipes
+
+    if job_in.recipe is None:
+        if dataset.source not in list_recipes():
+            raise InvalidInputError(
+                f"a job on the uploaded dataset {dataset.name!r} needs 'recipe': a built-in recipe name "
+                f"({', '.join(list_recipes())}) or a recipe object"
+            )
+        return get_recipe(dataset.source)
+    if isinstance(job_in.recipe, str):
+        if job_in.recipe not in list_recipes():  # get_recipe would also read files: never from a request
+            raise UnknownRecipeError("recipe", job_in.recipe, list_recipes())
+        return get_recipe(job_in.recipe)
+    doc = dict(job_in.recipe)
+    fallback = get_recipe("digits").to_json()
+    for key in ("name", "data", "teacher", "factor"):
+        doc.setdefault(key, fallback[key])  # data is replaced below; teacher fitting is unused by jobs
+    return Recipe.from_json(doc)
+
+
+def _data_json(
+    base: dict[str, Any], dataset: Dataset, overrides: dict[str, Any], samples: int | None
+) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(_DATA_TUNABLE))
+    if unknown:
+        raise InvalidInputError(
+            f"overrides.data cannot set {unknown}: the data comes from the dataset; tunable: {list(_DATA_TUNABLE)}"
+        )
+    data: dict[str, Any] = {"source": dataset.source}
+    data.update({k: base[k] for k in _DATA_TUNABLE if base.get(k) is not None})
+    data.update(overrides)
+    if samples is not None:
+        data["samples"] = samples
+    if dataset.source == "npz":
+        assert dataset.artifact is not None
+        data["path"] = ARTIFACT_PREFIX + dataset.artifact.sha256
+    elif "labels" in data:
+        raise InvalidInputError("overrides.data.labels applies to uploaded datasets only")
+    if data.get("samples") is not None and data["samples"] > dataset.num_samples:
+        raise InvalidInputError(
+            f"samples={data['samples']} but dataset {dataset.name!r} has only {dataset.num_samples}; lower it"
+        )
+    return data
+
+
+def _tasks(job_in: JobCreate, recipe_tasks: tuple[Any, ...], teacher: Teacher, dataset: Dataset) -> list[Any]:
+    from kf_core.tasks import TaskSpec, select_tasks, validate_tasks
+
+    # The teacher's own task list wins; then the recipe's; then one task per teacher output.
+    known = [TaskSpec.from_json(t) for t in teacher.tasks] or list(recipe_tasks)
+    known = known or [TaskSpec(name=o, output=o) for o in teacher.output_sizes]
+    if job_in.tasks is None:
+        tasks = known
+    else:
+        tasks = []
+        for item in job_in.tasks:
+            if isinstance(item, str):
+                tasks.extend(select_tasks(known, [item]))
+            else:
+                tasks.append(TaskSpec.from_json(item.model_dump()))
+    tasks = validate_tasks(tasks, teacher.output_sizes)
+    columns = dataset.classes
+    for t in tasks:
+        column = t.label_column
+        if column not in columns:
+            raise InvalidInputError(
+                f"task {t.name!r} reads the label column {column!r}, which dataset {dataset.name!r} does not have; "
+                f"its label columns: {', '.join(sorted(columns))}"
+            )
+        n_data, n_out = len(columns[column]), teacher.output_sizes[t.output]
+        if n_data > n_out:
+            raise InvalidInputError(
+                f"task {t.name!r}: dataset column {column!r} has {n_data} classes but teacher output {t.output!r} "
+                f"has {n_out}; map the task to an output with as many classes"
+            )
+    return tasks
+
+
+def _check_fit(teacher: Teacher, dataset: Dataset) -> None:
+    want, got = list(teacher.input_shape), list(dataset.input_shape)
+    if len(want) != len(got) or any(w > 0 and w != g for w, g in zip(want, got, strict=True)):
+        raise InvalidInputError(
+            f"teacher {teacher.name!r} takes inputs of shape (C, H, W) = {want} but dataset {dataset.name!r} has "
+            f"{got}; pick a dataset of the teacher's input size"
+        )
+
+
+def _check_nets(config: Any, dataset: Dataset) -> None:
+    """Build the CKN and one TSN once: an unknown architecture or a bad keyword fails now, not in the worker."""
+    from kf_core.errors import KfError
+
+    c, h, w = (int(v) for v in dataset.input_shape)
+    for role, spec in (("ckn", config.ckn), ("tsn", config.tsn)):
+        try:
+            spec.build(in_channels=c, input_size=(h, w), feature_dim=config.feature_dim)
+        except KfError:
+            raise
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InvalidInputError(f"factor.{role} = {spec.to_json()} cannot be built: {e}") from None
