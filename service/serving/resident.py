@@ -17,7 +17,8 @@ the device by a two-node Gather graph, so only the logits travel back to the hos
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,8 @@ __all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_
 
 COMBINED = "combined"
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
+_WINDOW = 256  # requests per look at which subset dominates
+_DOMINANT = 0.8  # share of a window's requests that makes a subset worth a fused session of its own
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class OutputInfo:
     class_names: list[str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per subset (memoized): compared and hashed by identity
 class Route:
     """What one task subset of a resident factor set answers: its tasks and outputs, in order."""
 
@@ -79,6 +82,9 @@ class PartStats:
     ckn_requests: int = 0
     task_runs: dict[str, int] = field(default_factory=dict)
     task_rows: dict[str, int] = field(default_factory=dict)
+    fused_runs: int = 0  # batches answered by the dominant subset's fused session instead of the parts
+    fused_rows: int = 0
+    promotions: int = 0  # dominant subsets given a fused session
 
 
 class ResidentSet:
@@ -100,6 +106,12 @@ class ResidentSet:
         self._lock = threading.Lock()
         self.stats = PartStats()
         self.batcher: SharedBatcher | None = None  # the runtime's queue for this set
+        # The dominant subset: when one route asks for most requests, a fused session for it (built off the request
+        # path by ``promote``) answers the batches that hold only that route. At most one per factor set.
+        self.promote: Callable[[Route], None] | None = None
+        self.fused: tuple[Route, Any] | None = None
+        self._promoting = False
+        self._recent: Counter[Route] = Counter()
 
     @classmethod
     def load(
@@ -160,6 +172,10 @@ class ResidentSet:
     # ----------------------------------------------------------------- running (the inference thread)
     def run(self, x: np.ndarray, spans: Sequence[Span]) -> list[list[np.ndarray]]:
         """Per span, its route's outputs for its rows: the CKN once over ``x``, each task over its rows only."""
+        self._watch(spans)
+        fused = self.fused
+        if fused is not None and all(route is fused[0] for _, _, route in spans):
+            return self._run_fused(fused[0], fused[1], x, spans)
         wanted: dict[str, list[int]] = {}
         for i, (_, _, route) in enumerate(spans):
             for name in route.tasks:
@@ -186,6 +202,31 @@ class ResidentSet:
             s.task_runs[name] = s.task_runs.get(name, 0) + 1
             s.task_rows[name] = s.task_rows.get(name, 0) + (n if rows is None else len(rows))
         return _scatter(spans, wanted, logits)
+
+    def _watch(self, spans: Sequence[Span]) -> None:
+        """Count requests per route; once per window, offer a route that holds most of them for promotion."""
+        if self.promote is None or self._promoting or self.fused is not None:
+            return
+        self._recent.update(route for _, _, route in spans)
+        total = self._recent.total()
+        if total < _WINDOW:
+            return
+        route, count = self._recent.most_common(1)[0]
+        self._recent.clear()
+        if count >= _DOMINANT * total:
+            self._promoting = True
+            self.promote(route)
+
+    def set_fused(self, route: Route, session: Any) -> None:
+        """Install the dominant route's fused session (from the building thread); the next batch uses it."""
+        self.fused = (route, session)
+        self.stats.promotions += 1
+
+    def _run_fused(self, route: Route, session: Any, x: np.ndarray, spans: Sequence[Span]) -> list[list[np.ndarray]]:
+        outputs = session.run([o.name for o in route.outputs], {self.input_name: x})
+        self.stats.fused_runs += 1
+        self.stats.fused_rows += len(x)
+        return [[o[a:b] for o in outputs] for a, b, _ in spans]
 
     def _cuda_runner(self, x: np.ndarray) -> Any:
         """x uploaded once, z_c computed and kept on the device; task parts read both there."""

@@ -240,11 +240,32 @@ class Runtime:
             executor=self._infer_pool,
             on_batch=self._count_batch,
         )
+        resident.promote = lambda route: self._promote(resident, route)
         self._resident[key] = resident
         self.cache_bytes += resident.size_bytes
         self.stats.resident_loads += 1
         self._enforce_budget(keep=key)
         return resident
+
+    def _promote(self, resident: ResidentSet, route: Route) -> None:
+        """Give a dominant subset its fused session, built on the build pool: the requests never wait for it."""
+        self._build_pool.submit(self._promote_sync, resident, route)
+
+    def _promote_sync(self, resident: ResidentSet, route: Route) -> None:
+        try:
+            parts = self._parts(resident.factor_set)
+            session = assemble_session(
+                parts,
+                list(route.tasks),
+                combined=route.combined,
+                providers=self.provider.providers,
+                threads=self.threads,
+            )
+        except Exception:  # the parts keep serving this subset; nothing is lost
+            log.exception("fused session for %s %s failed to build", resident.factor_set.name, route.tasks)
+            return
+        resident.set_fused(route, session)
+        log.info("dominant subset %s of %s now served by its fused session", route.tasks, resident.factor_set.name)
 
     def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
         resident = ResidentSet.load(

@@ -588,3 +588,26 @@ def test_a_resident_factor_set_is_evicted_whole_within_the_budget_unless_pinned(
             deadline -= 1
         assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).status_code == 200
         assert len(runtime.resident_sets()) == 1 and runtime.stats.resident_loads == 1  # pinned: never evicted
+
+
+def test_a_dominant_subset_gets_a_fused_session_off_the_request_path_with_the_same_answers(
+    api: Any, trained: Trained
+) -> None:
+    runtime = api.app.state.runtime
+    want = trained.logits()
+    for i in range(300):  # one subset only: it dominates the first window of 256 requests
+        assert _predict(api, trained.x[i % 8 : i % 8 + 1], ["scale", "pos_x"]).status_code == 200
+    deadline = 200
+    while runtime.stats.parts.promotions == 0 and deadline:
+        threading.Event().wait(0.05)
+        deadline -= 1
+    assert runtime.stats.parts.promotions == 1
+    before = runtime.stats.parts.fused_runs
+    r = _predict(api, trained.x, ["scale", "pos_x"])
+    assert runtime.stats.parts.fused_runs == before + 1  # answered by the fused session
+    for task in ("scale", "pos_x"):
+        assert np.abs(np.asarray(r.json()["predictions"][task]["logits"]) - want[task]).max() <= TOL
+    other = _predict(api, trained.x, ["shape"])  # any other subset still goes through the parts
+    assert runtime.stats.parts.fused_runs == before + 1
+    assert np.abs(np.asarray(other.json()["predictions"]["shape"]["logits"]) - want["shape"]).max() <= TOL
+    assert "kf_fused_promotions_total 1.0" in api.get("/metrics").text
