@@ -4,6 +4,11 @@ The loop reads top to bottom: seeded per-epoch shuffles, a step, callbacks, peri
 of randomness is re-derived from the seed, the epoch and the saved torch RNG state, so a run resumed from a
 checkpoint ends with the same weights as an uninterrupted one. Checkpoints are plain tensors and JSON strings,
 read back with ``torch.load(weights_only=True)``.
+
+In several processes (:mod:`kf_core.distributed`) a global batch of ``batch_size`` is split evenly across them
+by a DistributedSampler over a shuffle that depends only on (seed, epoch), so a step means the same samples whatever
+the number of processes: a checkpoint written by N processes resumes with M. Metrics are averaged across
+processes; callbacks, evaluation and checkpoint writing happen on rank 0 only.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.data.distributed import DistributedSampler
 
 from kf_core.data.base import ArrayDataset
+from kf_core.distributed import SINGLE, Dist
 from kf_core.errors import CheckpointError, ConfigError, TrainingCancelled
 
 __all__ = ["Callback", "TrainConfig", "TrainState", "data_fingerprint", "fingerprint", "resolve_device", "run_loop"]
@@ -51,6 +59,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps (0: only at the end of each epoch)
     eval_every: int = 1  # evaluate on eval data every N epochs (0: never)
     device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+    processes: int = 1  # training processes a launcher starts (kf factorize --nproc); each takes batch/processes
 
     def __post_init__(self) -> None:
         checks = {
@@ -63,10 +72,16 @@ class TrainConfig:
             "infomax": self.infomax in ("dv", "infonce"),
             "temperature": self.temperature > 0,
             "device": self.device in ("auto", "cpu", "cuda"),
+            "processes": 1 <= self.processes <= 256,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid training config value(s) for {', '.join(bad)}: {self.to_json()}")
+        if self.batch_size % self.processes:
+            raise ConfigError(
+                f"batch_size {self.batch_size} does not split evenly over {self.processes} processes; "
+                "make it a multiple of processes"
+            )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +130,19 @@ StepFn = Callable[[np.ndarray], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 EvalFn = Callable[[], dict[str, float]]
 
 
+class _Indices(Dataset[int]):
+    """The sampler only needs the dataset's length: the loop indexes the data itself."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
 def run_loop(
     *,
     module: nn.Module,
@@ -125,9 +153,21 @@ def run_loop(
     callbacks: Sequence[Callback],
     checkpoint: Path | None,
     eval_fn: EvalFn | None,
+    dist: Dist = SINGLE,
 ) -> TrainState:
-    """Train ``module`` by calling ``step_fn(batch_indices) -> (loss, metrics)`` over seeded shuffles."""
-    batch = min(cfg.batch_size, n_samples)
+    """Train ``module`` by calling ``step_fn(batch_indices) -> (loss, metrics)`` over seeded shuffles.
+
+    With ``dist`` spanning several processes, ``step_fn`` gets this process's share of each global batch and
+    must run the forward pass through the DistributedDataParallel wrapper of ``module``.
+    """
+    world = dist.world_size
+    batch = min(cfg.batch_size, n_samples // world * world)
+    if batch < world or batch % world:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} with {n_samples} samples does not split evenly over {world} processes; "
+            "make it a multiple of the number of processes"
+        )
+    local = batch // world
     state = TrainState(steps_per_epoch=max(1, n_samples // batch), epochs=cfg.epochs)  # drop the ragged tail
     total_steps = state.steps_per_epoch * cfg.epochs
     params = [p for p in module.parameters() if p.requires_grad]
@@ -136,6 +176,13 @@ def run_loop(
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # The sampler deals every world-th position to each rank; the positions index a shuffle that depends only on
+    # (seed, epoch), so the union of the ranks' shares at a step is the single-process batch of that step.
+    sampler: DistributedSampler[int] = DistributedSampler(
+        _Indices(n_samples), num_replicas=world, rank=dist.rank, shuffle=False, drop_last=True
+    )
+    positions = np.fromiter(iter(sampler), dtype=np.int64)
+    callbacks = callbacks if dist.is_main else ()
 
     def lr_factor(step: int) -> float:
         if cfg.schedule == "constant":
@@ -143,49 +190,51 @@ def run_loop(
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
     sums: dict[str, float] = {}
-    if checkpoint is not None and checkpoint.exists():
-        sums = _load_checkpoint(checkpoint, fingerprint, module, opt, state)
+    if checkpoint is not None:
+        sums = _load_checkpoint(checkpoint, fingerprint, module, opt, state, dist)
     for cb in callbacks:
         cb.on_train_start(state)
 
     module.train()
     while state.epoch < cfg.epochs:
         # The shuffle depends only on (seed, epoch), so a resumed run sees the same batches.
-        order = np.random.default_rng([cfg.seed, state.epoch]).permutation(n_samples)
+        order = np.random.default_rng([cfg.seed, state.epoch]).permutation(n_samples)[positions]
         if state.step_in_epoch == 0:
-            torch.manual_seed(cfg.seed * 100_003 + state.epoch)
+            torch.manual_seed(_torch_seed(cfg.seed, state.epoch, dist.rank))
             sums = {}
         while state.step_in_epoch < state.steps_per_epoch:
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * lr_factor(state.global_step)
             s = state.step_in_epoch
-            loss, metrics = step_fn(np.sort(order[s * batch : (s + 1) * batch]))
-            if not torch.isfinite(loss):
-                raise ConfigError(
-                    f"the loss became {loss.item()} at epoch {state.epoch} step {s}; lower the learning rate"
-                )
+            loss, metrics = step_fn(np.sort(order[s * local : (s + 1) * local]))
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
+            # One collective (and one device sync) per step for the loss and all metrics, not one per metric.
+            reduced = dist.all_mean(torch.stack([v.detach().float().reshape(()) for v in (loss, *metrics.values())]))
+            values = reduced.tolist()
+            if not math.isfinite(values[0]):  # every process sees the same mean, so all stop together
+                raise ConfigError(
+                    f"the loss became {values[0]} at epoch {state.epoch} step {s}; lower the learning rate"
+                )
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             state.step_in_epoch += 1
             state.global_step += 1
-            # One device sync per step for all metrics, not one per metric.
-            values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
-            for k, v in zip(metrics, values, strict=True):
+            for k, v in zip(metrics, values[1:], strict=True):
                 sums[k] = sums.get(k, 0.0) + v
             state.metrics = {k: v / state.step_in_epoch for k, v in sums.items()}
             for cb in callbacks:
                 cb.on_step_end(state)
+            state.cancel = dist.any(state.cancel)
             if state.cancel:
                 raise TrainingCancelled(f"cancelled at epoch {state.epoch} step {state.step_in_epoch}")
             mid_epoch = state.step_in_epoch < state.steps_per_epoch
             due = cfg.checkpoint_every > 0 and state.global_step % cfg.checkpoint_every == 0
             if checkpoint is not None and mid_epoch and due:
-                _save_checkpoint(checkpoint, fingerprint, module, opt, state, sums, callbacks)
+                _save_checkpoint(checkpoint, fingerprint, module, opt, state, sums, callbacks, dist)
         row = {"epoch": float(state.epoch + 1), **state.metrics}
-        if eval_fn is not None and cfg.eval_every and (state.epoch + 1) % cfg.eval_every == 0:
+        if eval_fn is not None and dist.is_main and cfg.eval_every and (state.epoch + 1) % cfg.eval_every == 0:
             module.eval()
             row.update(eval_fn())
             module.train()
@@ -194,12 +243,18 @@ def run_loop(
         state.step_in_epoch = 0
         for cb in callbacks:
             cb.on_epoch_end(state)
+        state.cancel = dist.any(state.cancel)
         if state.cancel:
             raise TrainingCancelled(f"cancelled after epoch {state.epoch}")
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, fingerprint, module, opt, state, {}, callbacks)
+            _save_checkpoint(checkpoint, fingerprint, module, opt, state, {}, callbacks, dist)
     module.eval()
     return state
+
+
+def _torch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The torch seed of one process for one epoch (rank 0's is the single-process seed)."""
+    return seed * 100_003 + epoch + 7_919 * rank
 
 
 def _save_checkpoint(
@@ -210,7 +265,12 @@ def _save_checkpoint(
     state: TrainState,
     sums: dict[str, float],
     callbacks: Sequence[Callback],
+    dist: Dist,
 ) -> None:
+    """Rank 0 writes; weights and optimiser state are the same on every process, the RNG states are gathered."""
+    rngs = dist.gather(torch.get_rng_state())
+    if not dist.is_main:
+        return
     payload = {
         "format": "kf-checkpoint/1",
         "fingerprint": fingerprint,
@@ -219,7 +279,8 @@ def _save_checkpoint(
         "global_step": state.global_step,
         "model": module.state_dict(),
         "optimizer": opt.state_dict(),
-        "rng": torch.get_rng_state(),
+        "rng": rngs[0],
+        "rng_per_process": torch.stack(rngs),  # one row per process: an exact resume with as many processes
         "history": json.dumps(state.history),
         "sums": json.dumps(sums),
     }
@@ -231,23 +292,42 @@ def _save_checkpoint(
         cb.on_checkpoint(state, path)
 
 
-def _load_checkpoint(
-    path: Path, fingerprint: str, module: nn.Module, opt: torch.optim.Optimizer, state: TrainState
-) -> dict[str, float]:
+def _read_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str | None]:
+    """``(payload, None)``, ``(None, None)`` when there is no checkpoint, or ``(None, why it is unusable)``."""
+    if not path.exists():
+        return None, None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt zip, truncated file, unpickling refused
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to restart") from e
+        return None, f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to restart"
     if payload.get("format") != "kf-checkpoint/1" or payload.get("fingerprint") != fingerprint:
-        raise CheckpointError(
+        return None, (
             f"checkpoint {path} was written by a different run (other data, tasks or config); "
             "delete it or point the run at a fresh checkpoint path"
         )
+    return payload, None
+
+
+def _load_checkpoint(
+    path: Path, fingerprint: str, module: nn.Module, opt: torch.optim.Optimizer, state: TrainState, dist: Dist
+) -> dict[str, float]:
+    """Rank 0 reads the checkpoint and every process gets the same copy (no shared file system needed)."""
+    payload, error = dist.broadcast(_read_checkpoint(path, fingerprint) if dist.is_main else None)
+    if error is not None:
+        raise CheckpointError(error)
+    if payload is None:
+        return {}
     module.load_state_dict(payload["model"])
     opt.load_state_dict(payload["optimizer"])
-    torch.set_rng_state(payload["rng"])
     state.epoch, state.step_in_epoch = int(payload["epoch"]), int(payload["step_in_epoch"])
     state.global_step = int(payload["global_step"])
+    rngs = payload.get("rng_per_process")
+    if rngs is not None and len(rngs) == dist.world_size:
+        torch.set_rng_state(rngs[dist.rank].clone())  # a row view would hand torch the wrong storage
+    elif dist.world_size == 1:
+        torch.set_rng_state(payload["rng"])
+    else:  # another number of processes: a fresh, still deterministic, stream per process
+        torch.manual_seed(_torch_seed(state.global_step, state.epoch, dist.rank))
     state.history = json.loads(payload["history"])
     sums: dict[str, float] = json.loads(payload["sums"])
     return sums

@@ -19,6 +19,7 @@ import torch
 from kf_core.accuracy import factor_accuracy, teacher_accuracy
 from kf_core.assemble import assemble, load_parts
 from kf_core.data.spec import load_split
+from kf_core.distributed import SINGLE, Dist
 from kf_core.export import export_factor_set
 from kf_core.loop import Callback
 from kf_core.recipes import Recipe
@@ -76,21 +77,25 @@ def run_factorization(
     callbacks: Sequence[Callback] = (),
     resume: bool = True,
     teacher_source: str | None = None,
+    dist: Dist = SINGLE,
 ) -> dict[str, Any]:
     """Factorize ``teacher`` with ``recipe``, export the parts, check the assembly and write the report.
 
     ``teacher_source`` (where the teacher was loaded from) is recorded so ``kf evaluate RUN_DIR`` can find it.
+    With ``dist`` spanning several processes every process calls this alike; rank 0 alone writes ``out_dir``
+    (the others train and then return ``{"rank": r}``), so the processes need no shared file system.
     """
     started = time.perf_counter()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     tasks = recipe_tasks(recipe, teacher, task_names)
     split = load_split(recipe.data)
     teacher.check_input(split.train.input_shape)
-    write_json(out / "recipe.json", recipe.to_json())
     checkpoint = out / "checkpoint.pt"
-    if not resume:
-        checkpoint.unlink(missing_ok=True)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "recipe.json", recipe.to_json())
+        if not resume:
+            checkpoint.unlink(missing_ok=True)
     run = factorize(
         teacher=teacher,
         train=split.train,
@@ -100,7 +105,10 @@ def run_factorization(
         callbacks=callbacks,
         checkpoint=checkpoint,
         eval_data=split.test if recipe.train.eval_every else None,
+        dist=dist,
     )
+    if not dist.is_main:
+        return {"rank": dist.rank}
     t_acc = teacher_accuracy(teacher, split.test, tasks)
     f_acc = factor_accuracy(run.model, split.test, tasks)
 
@@ -131,6 +139,7 @@ def run_factorization(
         "train_samples": len(split.train),
         "test_samples": len(split.test),
         "train_seconds": run.wall_seconds,
+        "processes": dist.world_size,
         "history": run.history,
         "wall_seconds": time.perf_counter() - started,
     }

@@ -7,7 +7,7 @@ whole training set before the first epoch instead of once per step: on CPU that 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from kf_core import losses
 from kf_core.accuracy import factor_accuracy, labelled_accuracy
 from kf_core.data.base import ArrayDataset
+from kf_core.distributed import SINGLE, Dist
 from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.loop import Callback, TrainConfig, data_fingerprint, fingerprint, resolve_device, run_loop
 from kf_core.tasks import TaskSpec, task_labels, validate_tasks
@@ -59,30 +61,50 @@ class InfoMaxCritic(nn.Module):
         )
 
 
-class _Trainee(nn.Module):
-    """Everything the optimiser updates: the factor network and the InfoMax projectors."""
+Objective = Callable[[FactorNet, InfoMaxCritic, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, Any]]]
 
-    def __init__(self, model: FactorNet, critic: InfoMaxCritic) -> None:
+
+class _Trainee(nn.Module):
+    """Everything the optimiser updates: the factor network and the InfoMax projectors.
+
+    Its forward pass is the whole IMB objective of one batch, so that in several processes every parameter is
+    used inside one DistributedDataParallel forward (which is what its gradient averaging hooks expect).
+    """
+
+    def __init__(self, model: FactorNet, critic: InfoMaxCritic, objective: Objective) -> None:
         super().__init__()
         self.model = model
         self.critic = critic
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.objective(self.model, self.critic, x, idx)
 
 
 @torch.no_grad()
 def teacher_targets(
-    teacher: Teacher, data: ArrayDataset, device: torch.device, batch: int = 512
+    teacher: Teacher, data: ArrayDataset, device: torch.device, batch: int = 512, dist: Dist = SINGLE
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """The teacher's logits and features for every sample; in several processes each computes a share."""
+    rows = dist.shard(len(data))
+    # An empty share (more processes than samples per process) still runs one sample to learn the shapes.
+    chunks = [slice(a, min(rows.stop, a + batch)) for a in range(rows.start, rows.stop, batch)] or [slice(0, 0)]
     logits: dict[str, list[torch.Tensor]] = {}
     feats: list[list[torch.Tensor]] = []
-    for start in range(0, len(data), batch):
-        out = teacher(torch.from_numpy(data.images(slice(start, start + batch))).to(device))
+    for sl in chunks:
+        keep = sl.stop - sl.start
+        out = teacher(torch.from_numpy(data.images(sl if keep else slice(0, 1))).to(device))
         for k, v in out.logits.items():
-            logits.setdefault(k, []).append(v.float().cpu())
+            logits.setdefault(k, []).append(v[:keep].float().cpu())
         if not feats:
             feats = [[] for _ in out.features]
         for i, f in enumerate(out.features):
-            feats[i].append(f.float().cpu())
-    return {k: torch.cat(v) for k, v in logits.items()}, [torch.cat(f) for f in feats]
+            feats[i].append(f[:keep].float().cpu())
+    n = len(data)
+    return (
+        {k: dist.gather_rows(torch.cat(v), n) for k, v in logits.items()},
+        [dist.gather_rows(torch.cat(f), n) for f in feats],
+    )
 
 
 def factorize(
@@ -95,19 +117,22 @@ def factorize(
     callbacks: Sequence[Callback] = (),
     checkpoint: str | Path | None = None,
     eval_data: ArrayDataset | None = None,
+    dist: Dist = SINGLE,
 ) -> FactorRun:
     """Factorize ``teacher`` into a CKN and one TSN + head per task with the IMB objective.
 
     If ``checkpoint`` exists and belongs to this exact run, training resumes from it; it is rewritten at the
-    end of every epoch (and every ``checkpoint_every`` steps).
+    end of every epoch (and every ``checkpoint_every`` steps). With ``dist`` spanning several processes, every
+    process calls this with the same arguments: training is data parallel (DistributedDataParallel), and only
+    rank 0 runs the callbacks, the evaluation and reads or writes the checkpoint.
     """
     started = time.perf_counter()
     cfg = train_config
     tasks = validate_tasks(tasks, teacher.output_sizes)
     teacher.check_input(train.input_shape)
-    device = resolve_device(cfg.device)
+    device = dist.place(resolve_device(cfg.device))
     teacher.to(device)
-    t_logits, t_feats = teacher_targets(teacher, train, device)
+    t_logits, t_feats = teacher_targets(teacher, train, device, dist=dist)
     if not t_feats:  # no stage features exposed: the logits stand in for X (METHOD.md)
         t_feats = [torch.cat([t_logits[k] for k in sorted(t_logits)], dim=1)]
     labels = {t.name: labels_for(t, train, t_logits) for t in tasks}
@@ -121,13 +146,13 @@ def factorize(
         config=factor_config,
     )
     critic = InfoMaxCritic([f.shape[1] for f in t_feats], model.ckn.stage_dims)
-    # channels_last makes CPU (oneDNN) and CUDA convolutions markedly faster (1.7x for SimpleConv64 on 2 cores).
-    trainee = _Trainee(model, critic).to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     infomax = losses.infomax_loss if cfg.infomax == "dv" else losses.infonce_loss
 
-    def step(idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        x = batch_images(train, idx, device)
-        ti = torch.from_numpy(idx)
+    def objective(
+        model: FactorNet, critic: InfoMaxCritic, x: torch.Tensor, ti: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        # In several processes the InfoMax negatives are the other images of this process's share of the batch,
+        # and BatchNorm normalises with this share's statistics: both per process, as in the paper's code.
         out = model.forward_train(x)
         n = len(critic.proj)
         l_feat = torch.zeros((), device=device)
@@ -160,6 +185,17 @@ def factorize(
         metrics["loss"] = total
         return total, metrics
 
+    # channels_last makes CPU (oneDNN) and CUDA convolutions markedly faster (1.7x for SimpleConv64 on 2 cores).
+    trainee = _Trainee(model, critic, objective).to(device)
+    trainee.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    net: nn.Module = trainee
+    if dist.active:  # the wrapper broadcasts rank 0's initial weights and averages gradients in backward
+        net = DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def step(idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, metrics = net(batch_images(train, idx, device), torch.from_numpy(idx))
+        return total, metrics
+
     def evaluate() -> dict[str, float]:
         assert eval_data is not None
         acc = factor_accuracy(model, eval_data, tasks, device=device)
@@ -182,6 +218,7 @@ def factorize(
         callbacks=callbacks,
         checkpoint=Path(checkpoint) if checkpoint else None,
         eval_fn=evaluate if eval_data is not None else None,
+        dist=dist,
     )
     model.cpu().eval()
     wall = time.perf_counter() - started
@@ -200,7 +237,11 @@ def distillation_loss(task: TaskSpec, student: torch.Tensor, teacher: torch.Tens
 def run_defining_config(cfg: TrainConfig) -> dict[str, object]:
     """The training options that change the weights a run produces (for checkpoint fingerprints): everything
     but where it runs and how often it evaluates or checkpoints."""
-    return {k: v for k, v in cfg.to_json().items() if k not in ("device", "eval_every", "checkpoint_every")}
+    return {
+        k: v
+        for k, v in cfg.to_json().items()
+        if k not in ("device", "eval_every", "checkpoint_every", "processes")  # a checkpoint resumes on any count
+    }
 
 
 def batch_images(data: ArrayDataset, idx: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     infer_threads: int | None = Field(default=None, ge=1)  # serving: ORT intra-op threads (None: usable cores)
     allow_anonymous: bool = False  # kf serve: accept listening beyond 127.0.0.1 while no API key exists
     pin: str = ""  # serving: assemblies built at start-up and never evicted, "ref[=task,task];ref..."
+    # serving: the Open Inference Protocol over gRPC on this port, in the API's process (unset: off); it listens on
+    # KF_GRPC_HOST, which `kf serve` sets to its own --host unless given
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
 
     max_upload_bytes: int = Field(default=512 << 20, ge=1)  # largest accepted upload (teacher file, npz dataset)
     max_request_bytes: int = Field(default=64 << 20, ge=1024)  # largest JSON request body (predictions, jobs)
@@ -53,6 +57,8 @@ class Settings(BaseSettings):
     inline_concurrency: int = Field(default=1, ge=1)  # jobs the inline runner runs at once
     log_level: Literal["debug", "info", "warning", "error"] = "info"  # service processes (API, workers, jobs)
     torch_threads: int | None = Field(default=None, ge=1)  # intra-op threads of a job (None: torch's default)
+    # distributed jobs: a collective waiting longer than this fails the attempt (a lost process); it is retried
+    dist_timeout_s: float = Field(default=300.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

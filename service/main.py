@@ -177,10 +177,25 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         app.state.runner = runner(settings, factory)
         app.state.runner.start()
         warm = asyncio.create_task(app.state.runtime.warm_pins())
+        grpc_server = None
+        if settings.grpc_port is not None:  # the Open Inference Protocol over gRPC, on the same runtime
+            from service.api.oip_grpc.server import start_grpc
+
+            grpc_server, app.state.grpc_port = await start_grpc(
+                settings,
+                runtime=app.state.runtime,
+                auth=app.state.auth,
+                factory=factory,
+                registry=registry,
+                version=app.version,
+                status_for=status_for,
+            )
         try:
             yield
         finally:
             warm.cancel()
+            if grpc_server is not None:
+                await grpc_server.stop(grace=1.0)
             for c in collectors:
                 registry.unregister(c)
             app.state.runner.stop(terminate=True)

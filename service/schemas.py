@@ -171,6 +171,12 @@ class JobCreate(_In):
         default=None, description="task names (of the teacher's or recipe's tasks) or task objects"
     )
     overrides: RecipeOverrides = Field(default_factory=RecipeOverrides)
+    processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="training processes (torch.distributed, one host); the global batch is split over them",
+    )
     name: Name | None = Field(default=None, description="name of the factor set it registers")
     max_attempts: int | None = Field(default=None, ge=1, le=20)
 

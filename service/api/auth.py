@@ -113,12 +113,20 @@ class Authenticator:
     async def authorize(self, request: Request) -> Principal:
         route = request.scope.get("route")
         scope = required_scope(request.method, getattr(route, "path", request.url.path))
+        principal = await self.check(request.headers.get("authorization", ""), scope)
+        if principal.key_prefix is not None:
+            request.state.principal = principal
+        return principal
+
+    async def check(self, authorization: str, scope: str | None) -> Principal:
+        """Who sends ``authorization`` (an ``Authorization`` header's value, HTTP or gRPC metadata), if the key
+        may do what needs ``scope`` (``None``: open to all); else :class:`UnauthorizedError` or
+        :class:`ForbiddenError`."""
         if scope is None:
             return Principal(None, "open")
         if not await self._any_keys():
             return Principal(None, "anonymous")
-        header = request.headers.get("authorization", "")
-        kind, _, key = header.partition(" ")
+        kind, _, key = authorization.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
             raise UnauthorizedError(
                 "this API needs a key: send 'Authorization: Bearer <key>' (create one with `kf keys create`)"
@@ -130,7 +138,6 @@ class Authenticator:
             raise ForbiddenError(
                 f"this operation needs an admin key; key {principal.key_prefix} has scope {principal.scope!r}"
             )
-        request.state.principal = principal
         return principal
 
     async def _any_keys(self) -> bool:

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 
-__all__ = ["db_now", "make_engine", "make_sessionmaker", "session_scope", "utcnow"]
+__all__ = ["db_now", "make_engine", "make_sessionmaker", "reachable", "session_scope", "utcnow"]
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -74,3 +74,13 @@ def db_now(session: Session) -> dt.datetime:
         assert isinstance(value, dt.datetime)
         return value.astimezone(dt.UTC)
     return utcnow()
+
+
+def reachable(factory: sessionmaker[Session]) -> bool:
+    """Whether the catalog answers a trivial query (readiness probes, HTTP and gRPC)."""
+    try:
+        with factory() as session:
+            session.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True

@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `kf factorize --nproc N` relaunches itself
     from kf_core.errors import KfError
     from service.errors import ServiceError
 

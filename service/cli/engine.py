@@ -1,7 +1,7 @@
 """Engine commands of ``kf``: local runs of kf_core, no catalog or API involved.
 
 kf teacher fit --recipe dsprites --out runs/teacher
-kf factorize --teacher runs/teacher --recipe dsprites --out runs/factor [--tasks shape,scale]
+kf factorize --teacher runs/teacher --recipe dsprites --out runs/factor [--tasks shape,scale] [--nproc 2]
 kf assemble runs/factor --tasks shape,scale --out model.onnx
 kf predict model.onnx --input batch.npy
 kf demo
@@ -10,7 +10,11 @@ kf demo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,17 @@ def add_engine_commands(sub: Any) -> None:
     fac.add_argument("--features", type=csv_list, help="ONNX/TorchScript teacher: outputs to use as stage features")
     fac.add_argument("--input-shape", type=_shape, help="TorchScript teacher: C,H,W of one input")
     fac.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    fac.add_argument(
+        "--nproc",
+        type=int,
+        help="train in N processes (torch.distributed via torchrun; default: the recipe's train.processes)",
+    )
+    fac.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a process waits for the others before the run fails (a lost process)",
+    )
     _run_options(fac)
     fac.set_defaults(handler=_cmd_factorize)
 
@@ -113,24 +128,66 @@ def _cmd_teacher_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_factorize(args: argparse.Namespace) -> int:
+    from kf_core.distributed import DistConfig, process_group
+    from kf_core.errors import ConfigError
     from kf_core.pipeline import run_factorization
     from kf_core.progress_bar import ProgressBar
     from kf_core.teacher import load_teacher
 
+    recipe = _recipe(args)
+    # Under torchrun (or any launcher that sets its variables) this process is one rank of the group.
+    group = DistConfig.from_torchrun_env(os.environ, timeout_s=args.dist_timeout)
+    if group is None:
+        nproc = args.nproc or recipe.train.processes
+        if nproc < 1:
+            raise ConfigError("--nproc must be at least 1")
+        if nproc > 1:
+            return _relaunch_under_torchrun(args.argv, nproc)
+        group = DistConfig(rank=0, world_size=1)
+    elif args.nproc and args.nproc != group.world_size:
+        raise ConfigError(f"--nproc {args.nproc} but torchrun started {group.world_size} processes; drop --nproc")
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, processes=group.world_size))
+    if recipe.train.batch_size % group.world_size:  # replace() skips the config's own check
+        raise ConfigError(
+            f"batch_size {recipe.train.batch_size} does not split evenly over {group.world_size} processes"
+        )
     teacher = load_teacher(args.teacher, outputs=args.outputs, features=args.features, input_shape=args.input_shape)
-    report = run_factorization(
-        _recipe(args),
-        teacher,
-        args.out,
-        task_names=args.tasks,
-        callbacks=[ProgressBar("factorize")],
-        resume=not args.restart,
-        # Recorded for `kf evaluate RUN_DIR`, which reloads the teacher by path: only when the path alone suffices.
-        teacher_source=None if (args.outputs or args.input_shape) else str(args.teacher.resolve()),
-    )
+    with process_group(group, device=recipe.train.device) as dist:
+        report = run_factorization(
+            recipe,
+            teacher,
+            args.out,
+            task_names=args.tasks,
+            callbacks=[ProgressBar("factorize")] if dist.is_main else [],
+            resume=not args.restart,
+            # Recorded for `kf evaluate RUN_DIR`, which reloads the teacher by path: only when the path suffices.
+            teacher_source=None if (args.outputs or args.input_shape) else str(args.teacher.resolve()),
+            dist=dist,
+        )
+    if not dist.is_main:
+        return 0
     _print_factor_report(report)
-    print(f"factor set written to {args.out} in {report['wall_seconds']:.0f} s")
+    print(f"factor set written to {args.out} in {report['wall_seconds']:.0f} s ({group.world_size} process(es))")
     return 0
+
+
+def _relaunch_under_torchrun(argv: list[str], nproc: int) -> int:
+    """Run this same command in ``nproc`` processes on this host with torchrun (torch.distributed.run).
+
+    ``--nproc`` is left out: torchrun's own parser would take it for ``--nproc-per-node``, and the processes
+    learn the group size from torchrun's variables anyway.
+    """
+    rest, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--nproc="):
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        else:
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd += ["-m", "service.cli", *rest]
+    return subprocess.run(cmd, check=False).returncode
 
 
 def _print_factor_report(report: dict[str, Any]) -> None:

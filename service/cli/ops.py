@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -52,6 +53,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from service.config import get_settings
 
+    os.environ.setdefault("KF_GRPC_HOST", args.host)  # gRPC (KF_GRPC_PORT) listens where HTTP does
     settings = get_settings()  # fail fast on bad KF_* values, before uvicorn starts
     if args.workers > 1 and not settings.redis_url:
         print("kf serve: note: with several workers and no KF_REDIS_URL, every worker runs inline jobs")

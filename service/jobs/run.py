@@ -46,9 +46,10 @@ from service.catalog.leases import (
     touch_run,
 )
 from service.catalog.models import Artifact, Job, JobStatus
-from service.catalog.teachers import SUFFIX, open_teacher
+from service.catalog.teachers import SUFFIX
 from service.config import Settings, get_settings
 from service.errors import ArtifactError, InvalidInputError, LeaseLostError
+from service.jobs.peers import job_threads, open_job_teacher, peer_processes
 from service.jobs.progress import JobProgress, RunSignals
 from service.jobs.register import register_factor_set
 from service.jobs.spec import ARTIFACT_PREFIX
@@ -197,13 +198,10 @@ class _Run:
         return status.value
 
     def _execute(self, lease: Lease, work: Path) -> None:
+        from kf_core.distributed import DistConfig, process_group
         from kf_core.pipeline import run_factorization
         from kf_core.recipes import Recipe
 
-        if self.settings.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.settings.torch_threads)
         self._stage(lease, "preparing")
         with self.factory() as session:
             job = catalog.get_job(session=session, job_id=self.job_id)
@@ -217,22 +215,32 @@ class _Run:
         if recipe.data.source == "npz":
             local = self.store.copy_to(data_sha, work / "data.npz")
             recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, path=str(local)))
-        teacher = open_teacher(
-            teacher_path,
-            format=teacher_row.format,
-            outputs=teacher_row.outputs,
-            features=teacher_row.features,
-            input_shape=teacher_row.input_shape if teacher_row.format == "torchscript" else None,
-            class_names=teacher_row.class_names,
-        )
+        teacher_spec: dict[str, Any] = {
+            "path": str(teacher_path),
+            "format": teacher_row.format,
+            "outputs": teacher_row.outputs,
+            "features": teacher_row.features,
+            "input_shape": teacher_row.input_shape if teacher_row.format == "torchscript" else None,
+            "class_names": teacher_row.class_names,
+        }
+        tasks = [t.name for t in recipe.tasks]
+        spec = {"recipe": recipe.to_json(), "tasks": tasks, "teacher": teacher_spec}  # what every rank loads
+        teacher = open_job_teacher(spec)
         run_dir = work / "run"
         if checkpoint:
             self.store.copy_to(checkpoint.sha256, run_dir / "checkpoint.pt", size=checkpoint.size_bytes)
             log.info("job %s: resuming from the checkpoint at step %s", self.job_id, checkpoint_step)
         progress = JobProgress(self, lease)
-        report = run_factorization(
-            recipe, teacher, run_dir, task_names=[t.name for t in recipe.tasks], callbacks=[progress]
-        )
+        n = recipe.train.processes
+        if self.settings.torch_threads or n > 1:
+            import torch
+
+            torch.set_num_threads(job_threads(self.settings, n))
+        # This process is rank 0 of the group (alone when n == 1): it keeps the lease, progress and registration.
+        with peer_processes(self.settings, spec, work, n) as port:
+            group = DistConfig(rank=0, world_size=n, master_port=port, timeout_s=self.settings.dist_timeout_s)
+            with process_group(group, device=recipe.train.device) as dist:
+                report = run_factorization(recipe, teacher, run_dir, task_names=tasks, callbacks=[progress], dist=dist)
         if self.signals.cancel.is_set():
             raise LeaseLostError("cancelled after training")
         self._stage(lease, "registering")

@@ -33,6 +33,8 @@ def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> 
     data = _data_json(base.data.to_json() if base.data.source == dataset.source else {}, dataset, ov.data, ov.samples)
     train = {**base.train.to_json(), **ov.train}
     train.update({k: v for k, v in (("epochs", ov.epochs), ("seed", ov.seed)) if v is not None})
+    if job_in.processes is not None:
+        train["processes"] = job_in.processes
     factor = {**base.factor.to_json(), **ov.factor}
     try:
         factor_config = FactorConfig.from_json(factor)

@@ -21,9 +21,9 @@ __all__ = ["assembly_public", "decode_inputs", "predict", "predictions_json"]
 MAX_NPY_HEADER = 1 << 16
 
 
-async def predict(runtime: Runtime, body: PredictRequest) -> bytes:
-    """``POST /v1/predict``: the response body for a parsed request."""
-    x = decode_inputs(body.inputs)
+async def predict(runtime: Runtime, body: PredictRequest, array: np.ndarray | None = None) -> bytes:
+    """``POST /v1/predict``: the response body for a parsed request (``array``: inputs already decoded)."""
+    x = array if array is not None else decode_inputs(body.inputs)
     resident, route = await runtime.route(body.factor_set, body.tasks, combined=body.combined)
     outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
     return predictions_json(route, outputs, logits=body.logits, runtime=runtime)

@@ -20,17 +20,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from kf_core.assemble import COMBINED
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
-from service.serving.runtime import Route, Runtime
+from service.serving.runtime import Entry, Route, Runtime
 
 __all__ = [
     "InferRequest",
     "InferResponse",
     "ModelMetadata",
     "binary_outputs",
+    "check_tensor",
     "combined_classes",
     "decode_input",
     "encode_outputs",
     "model_metadata",
+    "output_arrays",
     "predict",
     "requested_tasks",
 ]
@@ -118,12 +120,14 @@ class V2Error(BaseModel):
     error: str
 
 
-async def predict(runtime: Runtime, fs: FactorSetInfo, body: InferRequest, binary: bytes = b"") -> tuple[bytes, bytes]:
+async def predict(
+    runtime: Runtime, fs: FactorSetInfo, body: InferRequest, binary: bytes = b"", data: np.ndarray | None = None
+) -> tuple[bytes, bytes]:
     """An inference request on model ``fs``: the response's JSON header and the binary tensor data after it
     (empty unless the client asked for binary outputs)."""
-    tasks, combined, names = requested_tasks(fs, body)
+    tasks, combined, names = requested_tasks(fs, [o.name for o in body.outputs or ()])
     resident, route = await runtime.route(fs, tasks, combined=combined)
-    x = decode_input(body, input_name=route.input_name, input_shape=route.input_shape, binary=binary)
+    x = decode_input(body, input_name=route.input_name, input_shape=route.input_shape, binary=binary, data=data)
     outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
     result: dict[str, Any] = {"model_name": fs.name, "model_version": str(fs.version)}
     if body.id is not None:
@@ -178,13 +182,13 @@ def combined_classes(fs: FactorSetInfo) -> int | None:
     return len(classes) if len(set(classes)) == len(classes) else None
 
 
-def requested_tasks(fs: FactorSetInfo, request: InferRequest) -> tuple[list[str] | None, bool, list[str]]:
-    """(tasks to assemble or None for all, combined, output names to return in order)."""
+def requested_tasks(fs: FactorSetInfo, names: list[str] | None) -> tuple[list[str] | None, bool, list[str]]:
+    """For the output ``names`` a request asks for (none: every task's): (tasks to assemble or None for all,
+    combined, output names to return in order)."""
     offered = {name: task for name, task, _, _ in output_names(fs)}
     combined_names = {f"{kind}_{COMBINED}" for kind in KINDS}
-    if not request.outputs:
+    if not names:
         return None, False, list(offered)
-    names = [o.name for o in request.outputs]
     tasks: list[str] = []
     combined = False
     for name in names:
@@ -203,30 +207,43 @@ def requested_tasks(fs: FactorSetInfo, request: InferRequest) -> tuple[list[str]
     return tasks or None, combined, names
 
 
+def check_tensor(name: str, datatype: str, shape: list[int], *, input_name: str, input_shape: list[int | None]) -> None:
+    """Raise a clear error unless a request's input tensor header fits the model's one FP32 input."""
+    if name != input_name:
+        raise InvalidInputError(f"unknown input {name!r}; this model takes one input named {input_name!r}")
+    if datatype != "FP32":
+        raise InvalidInputError(
+            f"input {input_name!r} has datatype {datatype!r}, but the model takes FP32; send FP32 data"
+        )
+    want = [d if d is not None else -1 for d in input_shape]
+    if len(shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, shape, strict=True)):
+        raise InvalidInputError(f"input {input_name!r} has shape {shape}; the model takes {want} (-1: any)")
+    if any(s < 0 for s in shape):
+        raise InvalidInputError(f"input {input_name!r} has a negative dimension in shape {shape}")
+
+
 def decode_input(
-    request: InferRequest, *, input_name: str, input_shape: list[int | None], binary: bytes = b""
+    request: InferRequest,
+    *,
+    input_name: str,
+    input_shape: list[int | None],
+    binary: bytes = b"",
+    data: np.ndarray | None = None,
 ) -> np.ndarray:
     """The request's one input tensor as a float32 array of its declared shape, or a clear error.
 
     ``binary`` is what followed the JSON header (binary tensor extension): the input then declares
-    ``parameters.binary_data_size`` and its little-endian FP32 values are those bytes."""
+    ``parameters.binary_data_size`` and its little-endian FP32 values are those bytes. ``data`` is the input's
+    ``data`` already read into numpy (:mod:`service.serving.tensor_json`), when it could be."""
     if len(request.inputs) != 1:
         raise InvalidInputError(f"this model takes exactly one input, {input_name!r}; got {len(request.inputs)}")
     tensor = request.inputs[0]
-    if tensor.name != input_name:
-        raise InvalidInputError(f"unknown input {tensor.name!r}; this model takes one input named {input_name!r}")
-    if tensor.datatype != "FP32":
-        raise InvalidInputError(
-            f"input {input_name!r} has datatype {tensor.datatype!r}, but the model takes FP32; send FP32 data"
-        )
-    want = [d if d is not None else -1 for d in input_shape]
-    if len(tensor.shape) != len(want) or any(w not in (-1, s) for w, s in zip(want, tensor.shape, strict=True)):
-        raise InvalidInputError(f"input {input_name!r} has shape {tensor.shape}; the model takes {want} (-1: any)")
-    if any(s < 0 for s in tensor.shape):
-        raise InvalidInputError(f"input {input_name!r} has a negative dimension in shape {tensor.shape}")
+    check_tensor(tensor.name, tensor.datatype, tensor.shape, input_name=input_name, input_shape=input_shape)
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is not None or binary:
         return _binary_input(tensor, input_name, size, binary)
+    if data is not None:
+        return _sized(data, input_name, tensor.shape)
     if tensor.data is None:
         raise InvalidInputError(
             f"input {input_name!r} has no data: send 'data' (a list of numbers) or binary tensor data "
@@ -242,11 +259,15 @@ def decode_input(
         raise InvalidInputError(
             f"input {input_name!r}: data must hold numbers for datatype FP32, got {data.dtype.kind!r}"
         )
-    if data.size != math.prod(tensor.shape):
+    return _sized(data, input_name, tensor.shape)
+
+
+def _sized(data: np.ndarray, name: str, shape: list[int]) -> np.ndarray:
+    if data.size != math.prod(shape):
         raise InvalidInputError(
-            f"input {input_name!r}: shape {tensor.shape} needs {math.prod(tensor.shape)} values, data holds {data.size}"
+            f"input {name!r}: shape {shape} needs {math.prod(shape)} values, data holds {data.size}"
         )
-    return data.reshape(tensor.shape).astype(np.float32, copy=False)
+    return data.reshape(shape).astype(np.float32, copy=False)
 
 
 def _binary_input(tensor: RequestInput, name: str, size: Any, binary: bytes) -> np.ndarray:
@@ -274,22 +295,29 @@ def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
     return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
 
 
-def encode_outputs(
-    entry: Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
-) -> tuple[list[dict[str, Any]], bytes]:
-    """Response tensors for ``names`` (``label_*`` computed from the probabilities), and the bytes of those sent
-    as binary tensor data (little-endian, in order), which then carry ``binary_data_size`` instead of ``data``."""
+def output_arrays(
+    entry: Entry | Route, outputs: list[np.ndarray], names: list[str]
+) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, little-endian array) of each output in ``names``; ``label_*`` from the probabilities."""
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
-    binary = binary or set()
-    result, blobs = [], []
+    result = []
     for name in names:
         kind, _, task = name.partition("_")
         if kind == "label":
-            array = values[f"probs_{task}"].argmax(axis=1).astype("<i8")
-            datatype = "INT64"
+            result.append((name, "INT64", values[f"probs_{task}"].argmax(axis=1).astype("<i8")))
         else:
-            array = values[name].astype("<f4", copy=False)
-            datatype = "FP32"
+            result.append((name, "FP32", values[name].astype("<f4", copy=False)))
+    return result
+
+
+def encode_outputs(
+    entry: Entry | Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
+) -> tuple[list[dict[str, Any]], bytes]:
+    """Response tensors for ``names``, and the bytes of those sent as binary tensor data (little-endian, in
+    order), which then carry ``binary_data_size`` instead of ``data``."""
+    binary = binary or set()
+    result, blobs = [], []
+    for name, datatype, array in output_arrays(entry, outputs, names):
         tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
         if name in binary:
             blob = np.ascontiguousarray(array).tobytes()

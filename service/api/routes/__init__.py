@@ -5,15 +5,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 
 from service.schemas import ErrorBody
+from service.serving.tensor_json import parse_array, split_array
 
-__all__ = ["body_schemas", "documented", "json_body", "parse_json", "read_json"]
+__all__ = ["body_schemas", "documented", "json_body", "parse_json", "read_json", "read_tensor_json"]
+
+OFF_LOOP_BYTES = 256 << 10  # bodies past this size are parsed in a worker thread, so the event loop keeps serving
 
 _M = TypeVar("_M", bound=BaseModel)
 _BODY_MODELS: dict[str, type[BaseModel]] = {}
@@ -89,3 +95,28 @@ def parse_json(raw: bytes, model: type[_M]) -> _M:
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         raise RequestValidationError(errors, body=raw[:1000]) from None
+
+
+async def read_tensor_json(
+    request: Request, model: type[_M], key: str, holds: Callable[[_M], bool]
+) -> tuple[_M, np.ndarray | None]:
+    """The body as ``model``, with its numeric array under ``key`` read straight into a float32 array when it can
+    be (:mod:`service.serving.tensor_json`; ``None`` otherwise: the values stay in the model). ``holds(parsed)`` says
+    whether the emptied array really is the tensor's (and not a same-named key elsewhere)."""
+    raw = await request.body()
+    if len(raw) > OFF_LOOP_BYTES:
+        return await run_in_threadpool(parse_tensor_json, raw, model, key, holds)
+    return parse_tensor_json(raw, model, key, holds)
+
+
+def parse_tensor_json(
+    raw: bytes, model: type[_M], key: str, holds: Callable[[_M], bool]
+) -> tuple[_M, np.ndarray | None]:
+    split = split_array(raw, key)
+    if split is not None:
+        array = parse_array(split[1])
+        if array is not None:
+            parsed = parse_json(split[0], model)
+            if holds(parsed):
+                return parsed, array
+    return parse_json(raw, model), None

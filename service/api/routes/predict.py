@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from service.api.routes import documented, json_body, read_json
+from service.api.routes import documented, json_body, read_tensor_json
 from service.deps import RuntimeDep
 from service.schemas import PredictRequest, PredictResponse
 from service.serving.v1 import predict as predict_v1
@@ -20,5 +20,9 @@ router = APIRouter(prefix="/v1", tags=["serving"])
     openapi_extra=json_body(PredictRequest),
 )
 async def predict(request: Request, runtime: RuntimeDep) -> Response:
-    body = await read_json(request, PredictRequest)
-    return Response(await predict_v1(runtime, body), media_type="application/json")
+    body, array = await read_tensor_json(request, PredictRequest, "inputs", _holds_inputs)
+    return Response(await predict_v1(runtime, body, array), media_type="application/json")
+
+
+def _holds_inputs(body: PredictRequest) -> bool:
+    return body.inputs == []

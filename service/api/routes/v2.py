@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from service.api.routes import json_body, parse_json, read_json
+from service.api.routes import json_body, parse_json, read_tensor_json
+from service.catalog.db import reachable
 from service.deps import RuntimeDep
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
@@ -63,7 +64,7 @@ def live() -> ServerLive:
     responses={503: {"model": ServerReady, "description": "Not ready yet (or the catalog is unreachable)."}},
 )
 async def ready(request: Request, runtime: RuntimeDep) -> Any:
-    ok = runtime.pins_ready and await run_in_threadpool(_catalog_reachable, request)
+    ok = runtime.pins_ready and await run_in_threadpool(reachable, request.app.state.sessionmaker)
     if not ok:
         return JSONResponse(status_code=503, content={"ready": False})
     return ServerReady(ready=True)
@@ -106,8 +107,8 @@ async def model_version_ready(name: ModelName, version: Version, runtime: Runtim
     openapi_extra=json_body(InferRequest),
 )
 async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Response:
-    body, binary = await _read(request)
-    return await _infer(await runtime.resolve(name), body, binary, runtime)
+    body, binary, data = await _read(request)
+    return await _infer(await runtime.resolve(name), body, binary, data, runtime)
 
 
 @router.post(
@@ -118,16 +119,17 @@ async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Respo
     openapi_extra=json_body(InferRequest),
 )
 async def infer_version(name: ModelName, version: Version, request: Request, runtime: RuntimeDep) -> Response:
-    body, binary = await _read(request)
-    return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, binary, runtime)
+    body, binary, data = await _read(request)
+    return await _infer(await runtime.resolve(f"{name}:{int(version)}"), body, binary, data, runtime)
 
 
-async def _read(request: Request) -> tuple[InferRequest, bytes]:
-    """The JSON header and, with the binary tensor extension (``Inference-Header-Content-Length``), the bytes
-    that follow it."""
+async def _read(request: Request) -> tuple[InferRequest, bytes, np.ndarray | None]:
+    """The JSON header, the bytes that follow it with the binary tensor extension
+    (``Inference-Header-Content-Length``), and the input's ``data`` when it was read straight into numpy."""
     declared = request.headers.get(BINARY_HEADER)
     if declared is None:
-        return await read_json(request, InferRequest), b""
+        body, data = await read_tensor_json(request, InferRequest, "data", _holds_data)
+        return body, b"", data
     raw = await request.body()
     if not declared.isdigit() or not 0 < int(declared) <= len(raw):
         raise InvalidInputError(
@@ -135,11 +137,17 @@ async def _read(request: Request) -> tuple[InferRequest, bytes]:
             f"{len(raw)}"
         )
     n = int(declared)
-    return parse_json(raw[:n], InferRequest), raw[n:]
+    return parse_json(raw[:n], InferRequest), raw[n:], None
 
 
-async def _infer(fs: FactorSetInfo, body: InferRequest, binary: bytes, runtime: Runtime) -> Response:
-    header, blobs = await predict(runtime, fs, body, binary)
+def _holds_data(body: InferRequest) -> bool:
+    return len(body.inputs) == 1 and body.inputs[0].data == []
+
+
+async def _infer(
+    fs: FactorSetInfo, body: InferRequest, binary: bytes, data: np.ndarray | None, runtime: Runtime
+) -> Response:
+    header, blobs = await predict(runtime, fs, body, binary, data)
     if not blobs:
         return Response(header, media_type="application/json")
     return Response(header + blobs, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
@@ -149,12 +157,3 @@ def _metadata(fs: FactorSetInfo, runtime: Runtime) -> ModelMetadata:
     return model_metadata(
         fs, provider=runtime.provider.name, device=runtime.provider.device, combined_classes=combined_classes(fs)
     )
-
-
-def _catalog_reachable(request: Request) -> bool:
-    try:
-        with request.app.state.sessionmaker() as session:
-            session.execute(text("SELECT 1"))
-    except Exception:
-        return False
-    return True

@@ -1,0 +1,236 @@
+"""Benchmark: the KF service against the servers a user would pick instead, serving the same assembled graph.
+
+Sets up a throw-away KF deployment with the dSprites reference factor set (random weights: speed does not depend
+on them; see ``bench/serve.py``), assembles all five tasks, downloads that one ONNX graph and serves it with:
+
+- KF itself (``kf serve``, one process, ``KF_GRPC_PORT`` on): ``/v1/predict`` (nested lists), v2 JSON (flat
+  ``data``), v2 with the binary tensor extension, and v2 over gRPC (``raw_input_contents``);
+- BentoML (a service with a batchable API: adaptive batching), MLServer (a custom ``MLModel`` runtime with
+  adaptive batching), Ray Serve (one replica, ``@serve.batch``) and a plain FastAPI + ONNX Runtime endpoint
+  (no batching, as written by hand): see ``bench/peer_servers/``. Each is one server (one worker/replica),
+  installed by this script into its own virtual environment under ``--venvs`` (kept between runs).
+
+Every server runs the graph with the same ONNX Runtime settings (``bench/peer_servers/ortconf.py``, as KF's:
+all graph optimisations, sequential execution, one intra-op thread per usable core, no spinning), the same
+largest batch (64) and batching wait of (about) zero. Every request is one image (batch 1) and asks for the five
+tasks' probabilities; every answer is checked against ONNX Runtime in this process before measuring.
+
+Measured with C load generators (``apt-get install -y wrk nghttp2-client``): batch-1 latency one request at a
+time (``wrk -c1 --latency``; gRPC with a Python client) against ``session.run`` in process, and throughput at
+concurrency 32 (``wrk -c32``; gRPC ``h2load -c32 -m1``). Rounds rotate the order; each figure is the median over
+rounds. The client shares the machine's cores with the servers; run on a quiet machine.
+Run: ``.venv/bin/python bench/peers.py [--venvs DIR] [--seconds 10] [--rounds 3] [--peers fastapi,bentoml,...]``.
+The last output line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SERVERS = HERE / "peer_servers"
+sys.path[:0] = [str(HERE), str(SERVERS)]
+
+import load_tools  # noqa: E402
+import serve as kf_bench  # noqa: E402
+from peer_targets import PEERS, Target, kf_targets, peer_target  # noqa: E402
+
+NOOP_TARGET, PEER_TARGET, ORT_GAP_MS, GRPC_TARGET = 0.6, 2.0, 0.5, 1.0
+
+
+def ensure_venv(root: Path, name: str, packages: list[str]) -> Path:
+    """``root/name`` with ``packages`` installed (once: a marker records what is there)."""
+    venv = root / name
+    marker = venv / ".kf-peer-packages"
+    spec = "\n".join(packages)
+    if marker.exists() and marker.read_text() == spec:
+        return venv
+    print(f"installing {name} into {venv}: {' '.join(packages)}", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([venv / "bin" / "pip", "install", "-q", *packages], check=True)
+    marker.write_text(spec)
+    return venv
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache" / "kf-bench-peers")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each throughput run")
+    parser.add_argument("--latency-seconds", type=float, default=4.0, help="each sequential batch-1 run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
+    args = parser.parse_args()
+    peers = [p for p in args.peers.split(",") if p]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        raise SystemExit(f"unknown peers {sorted(unknown)}; choose from {', '.join(PEERS)}")
+    load_tools.require("wrk", "h2load")
+
+    import onnxruntime as ort
+
+    threads = len(os.sched_getaffinity(0))
+    cores, load = threads, os.getloadavg()[0]
+    print(f"{cores} usable cores, load {load:.1f}; onnxruntime {ort.__version__}; {threads} intra-op threads for all")
+    if load > cores / 2:
+        print(f"NOTE: other processes keep {load:.1f} cores busy; figures include waiting for a core")
+    venvs = {
+        name: ensure_venv(args.venvs, name, [*spec["packages"], f"onnxruntime=={ort.__version__}"])
+        for name, spec in PEERS.items()
+        if name in peers
+    }
+    with tempfile.TemporaryDirectory(prefix="kf-bench-peers-") as tmp:
+        result = run(Path(tmp), args, threads, peers, venvs)
+    print(json.dumps(result))
+
+
+def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], venvs: dict[str, Path]) -> dict[str, Any]:
+    run_dir = kf_bench.build_factor_set(root)
+    kf_port, grpc_port = kf_bench.free_port(), kf_bench.free_port()
+    env = {
+        **os.environ,
+        "KF_DATABASE_URL": f"sqlite:///{root}/catalog.db",
+        "KF_ARTIFACT_DIR": str(root / "artifacts"),
+        "KF_WORK_DIR": str(root / "work"),
+        "KF_DEVICE": "cpu",
+        "KF_INFER_THREADS": str(threads),
+        "KF_GRPC_PORT": str(grpc_port),
+    }
+    env.pop("KF_REDIS_URL", None)
+    kf_bench.register(env, run_dir)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(
+            kf_bench.start(
+                [sys.executable, "-m", "service.cli", "serve", "--port", str(kf_port), "--log-level", "warning"],
+                env,
+                kf_port,
+                root / "kf.log",
+                "/v2/health/ready",
+            )
+        )
+        graph, tasks = load_tools.download_graph(kf_port, root / "graph.onnx")
+        outputs = [f"probs_{t}" for t in tasks]
+        os.environ.update(PEER_GRAPH=str(graph), PEER_OUTPUTS=",".join(outputs), PEER_THREADS=str(threads))
+        from ortconf import make_session
+
+        session = make_session(str(graph), threads)
+        x = (np.random.default_rng(0).random((1, 1, 64, 64)) > 0.9).astype(np.float32)
+        want = session.run(outputs, {"x": x})
+        targets = kf_targets(kf_port, grpc_port, x, tasks)
+        peer_env = {**env, **{k: os.environ[k] for k in ("PEER_GRAPH", "PEER_OUTPUTS", "PEER_THREADS")}}
+        peer_env["PEER_MAX_BATCH"] = "64"
+        peer_env["PYTHONPATH"] = str(SERVERS)
+        for name in peers:
+            port = kf_bench.free_port()
+            target = peer_target(name, port, x, outputs)
+            procs.append(load_tools.start_peer(name, venvs[name], port, peer_env, root, target))
+            targets.append(target)
+        for t in targets:
+            load_tools.check_outputs(t, want)
+        print(f"answers of all {len(targets)} endpoints match in-process ONNX Runtime (atol 1e-5)", flush=True)
+        return measure(args, targets, session, outputs, x, kf_port)
+    finally:
+        for p in reversed(procs):
+            load_tools.stop(p)
+
+
+def measure(
+    args: argparse.Namespace, targets: list[Target], session: Any, outputs: list[str], x: np.ndarray, kf_port: int
+) -> dict[str, Any]:
+    noop = Target("KF no-op (GET /v2/health/live)", kf_port, "/v2/health/live", b"", {}, None, method="GET")
+    every = [noop, *targets]
+    rps: dict[str, list[float]] = {t.name: [] for t in every}
+    p50: dict[str, list[float]] = {t.name: [] for t in every if t is not noop}
+    p99: dict[str, list[float]] = {t.name: [] for t in every if t is not noop}
+    ort_p50, ort_p99, errors = [], [], 0
+    for r in range(args.rounds):
+        times = load_tools.in_process(session, outputs, x, seconds=args.latency_seconds)
+        ort_p50.append(times[0])
+        ort_p99.append(times[1])
+        order = every[r % len(every) :] + every[: r % len(every)]
+        for t in order:
+            if t is not noop:
+                lat = load_tools.sequential(t, args.latency_seconds)
+                p50[t.name].append(lat["p50_ms"])
+                p99[t.name].append(lat["p99_ms"])
+                errors += lat["errors"]
+            got = load_tools.throughput(t, args.concurrency, args.seconds)
+            rps[t.name].append(got["rps"])
+            errors += got["errors"]
+        print(f"round {r + 1}/{args.rounds} done", flush=True)
+    med = {k: statistics.median(v) for k, v in rps.items()}
+    lat50 = {k: statistics.median(v) for k, v in p50.items()}
+    lat99 = {k: statistics.median(v) for k, v in p99.items()}
+    ort50, ort99 = statistics.median(ort_p50), statistics.median(ort_p99)
+    errors += load_tools.grpc_failures(kf_port)
+    return report(args, targets, noop.name, med, lat50, lat99, ort50, ort99, errors)
+
+
+def report(
+    args: argparse.Namespace,
+    targets: list[Target],
+    noop: str,
+    rps: dict[str, float],
+    p50: dict[str, float],
+    p99: dict[str, float],
+    ort50: float,
+    ort99: float,
+    errors: int,
+) -> dict[str, Any]:
+    kf = {t.key: t.name for t in targets if t.key.startswith("kf_")}
+    peers = {t.key: t.name for t in targets if not t.key.startswith("kf_")}
+    v2 = rps[kf["kf_v2_json"]]
+    print(f"\n| server, endpoint | batch-1 p50 ms | p99 ms | req/s at c={args.concurrency} | KF v2 JSON / this |")
+    print("|---|---|---|---|---|")
+    print(f"| ONNX Runtime in process (session.run) | {ort50:.2f} | {ort99:.2f} | | |")
+    print(f"| {noop} | | | {rps[noop]:.0f} | {v2 / rps[noop]:.2f} |")
+    for t in targets:
+        print(f"| {t.name} | {p50[t.name]:.2f} | {p99[t.name]:.2f} | {rps[t.name]:.0f} | {v2 / rps[t.name]:.2f} |")
+    fastapi = peers.get("fastapi")
+    checks = {
+        "v2_json_vs_noop": (v2 / rps[noop], NOOP_TARGET),
+        **{f"v2_json_vs_{k}": (v2 / rps[n], PEER_TARGET) for k, n in peers.items()},
+        "grpc_vs_v2_binary": (rps[kf["kf_grpc"]] / rps[kf["kf_v2_binary"]], GRPC_TARGET),
+    }
+    gap = p50[kf["kf_v2_json"]] - ort50
+    print(
+        f"\nKF v2 JSON / no-op {checks['v2_json_vs_noop'][0]:.2f} (target >= {NOOP_TARGET}); / every peer: "
+        + ", ".join(f"{k} {rps[kf['kf_v2_json']] / rps[n]:.2f}x" for k, n in peers.items())
+        + f" (target >= {PEER_TARGET}x); gRPC / v2 binary {checks['grpc_vs_v2_binary'][0]:.2f} (target >= 1)"
+    )
+    print(
+        f"batch 1 p50: KF v2 JSON {p50[kf['kf_v2_json']]:.2f} ms, in-process ORT {ort50:.2f} ms (gap {gap:.2f} ms, "
+        f"target <= {ORT_GAP_MS})"
+        + (f", plain FastAPI {p50[fastapi]:.2f} ms (target: KF <= it)" if fastapi else "")
+        + f"; errors {errors}"
+    )
+    return {
+        "rps": {t.key: round(rps[t.name], 1) for t in targets} | {"kf_noop": round(rps[noop], 1)},
+        "p50_ms": {t.key: round(p50[t.name], 3) for t in targets} | {"ort_in_process": round(ort50, 3)},
+        "p99_ms": {t.key: round(p99[t.name], 3) for t in targets} | {"ort_in_process": round(ort99, 3)},
+        "ratios": {k: round(v, 3) for k, (v, _) in checks.items()},
+        "targets": {k: t for k, (_, t) in checks.items()} | {"p50_gap_to_ort_ms": ORT_GAP_MS},
+        "p50_gap_to_ort_ms": round(gap, 3),
+        "kf_p50_vs_fastapi": round(p50[kf["kf_v2_json"]] / p50[fastapi], 3) if fastapi else None,
+        "met": all(v >= t for v, t in checks.values())
+        and gap <= ORT_GAP_MS
+        and (fastapi is None or p50[kf["kf_v2_json"]] <= p50[fastapi]),
+        "errors": errors,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The JSON fast path of tensor data: the same float32 values as the general path, or a refusal (None) that
+sends the request down the general path and its usual errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.serving.tensor_json import parse_array, split_array
+
+
+def _general(values: Any) -> np.ndarray:
+    array: np.ndarray = np.asarray(json.loads(json.dumps(values))).astype(np.float32)
+    return array
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(0).random((1, 1, 8, 8)).astype(np.float32).ravel().tolist(),  # float32 reprs
+        np.random.default_rng(1).random((2, 1, 3, 4)).tolist(),  # nested, float64 reprs
+        (np.random.default_rng(2).standard_normal(64) * 1e-30).tolist(),  # exponents
+        [0, 1, -7, 16777217, 2**40, 1e-05, -0.0, 3.4028235e38, 1e-45],
+        [[1, 2.5], [3, 4]],
+        [],
+    ],
+    ids=["flat", "nested", "exponents", "ints-and-edges", "mixed", "empty"],
+)
+def test_values_are_those_of_the_general_path(values: Any) -> None:
+    body = json.dumps({"id": "r", "inputs": [{"name": "x", "data": values, "shape": [1]}]}).encode()
+    split = split_array(body, "data")
+    assert split is not None
+    rest, text = split
+    assert json.loads(rest)["inputs"][0]["data"] == []
+    assert json.loads(rest)["id"] == "r"
+    got = parse_array(text)
+    want = _general(values)
+    assert got is not None and got.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))  # bit for bit
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [{"data": [1, "2"]}]},  # a string
+        {"inputs": [{"data": [1, None]}]},
+        {"inputs": [{"data": [True, 1]}]},
+        {"id": "data", "inputs": [{"data": [1, 2]}]},  # the key's name elsewhere: not unique
+        {"inputs": [{"data": [1, 2]}, {"data": [3]}]},
+        {"inputs": [{"name": "x"}]},  # no such key
+    ],
+)
+def test_anything_unusual_is_left_to_the_general_path(body: dict[str, Any]) -> None:
+    assert split_array(json.dumps(body).encode(), "data") is None
+
+
+def test_ragged_or_broken_arrays_are_refused() -> None:
+    assert parse_array(b"[[1, 2], [3]]") is None
+    assert parse_array(b"[1, , 2]") is None
+    assert parse_array(b"[1e, 2]") is None
+    assert split_array(b'{"data": [1, 2', "data") is None  # never closed
+
+
+def test_nested_arrays_keep_their_shape_and_ragged_ones_are_refused() -> None:
+    x = np.random.default_rng(3).random((2, 1, 3, 4)).astype(np.float32)
+    got = parse_array(json.dumps(x.tolist()).encode())
+    assert got is not None and got.shape == (2, 1, 3, 4) and np.array_equal(got, x)
+    assert parse_array(json.dumps([[[1, 2], [3, 4]], [[5, 6], [7]]]).encode()) is None
+    assert parse_array(json.dumps([[1, 2], [3, 4], [5]]).encode()) is None
+    assert parse_array(json.dumps([[[1]], [[2]]]).encode()).shape == (2, 1, 1)  # type: ignore[union-attr]
