@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service import errors
 from service.api.auth import Authenticator, required_scope
+from service.api.console import mount_console
 from service.api.metrics import register_collectors
 from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
 from service.api.routes import (
@@ -36,6 +37,7 @@ from service.api.routes import (
     predict,
     teachers,
     v2,
+    whoami,
 )
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import make_engine, make_sessionmaker
@@ -218,6 +220,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for module in (health, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
+    for module in (health, whoami, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
         app.include_router(module.router)
+    mount_console(app)
     return app

@@ -30,12 +30,14 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "RecipeOverrides",
+    "SamplesPublic",
     "TaskIn",
     "TaskPrediction",
     "TeacherPublic",
     "TeacherSpec",
     "TeachersPublic",
     "TensorSpec",
+    "WhoAmI",
     "factor_set_public",
 ]
 
@@ -288,6 +290,13 @@ def _columns(row: Any) -> dict[str, Any]:
     return {n: getattr(row, n) for n in names}
 
 
+class WhoAmI(BaseModel):
+    """Who the API takes the caller for."""
+
+    scope: str = Field(description="admin, predict, or anonymous (the catalog has no key: everything is open)")
+    key_prefix: str | None = Field(description="the key's public prefix (as in logs and `kf keys list`)")
+
+
 # --------------------------------------------------------------------------- serving (/v1/assemblies, /v1/predict)
 FactorSetRef = Annotated[
     str,
@@ -376,3 +385,19 @@ class PredictResponse(BaseModel):
     tasks: list[str]
     provider: str
     predictions: dict[str, TaskPrediction] = Field(description="per task (and 'combined' if asked for)")
+
+
+class SamplesPublic(BaseModel):
+    """Held-out samples of a factor set (its test split), ready to post to ``/v1/predict`` as ``inputs``."""
+
+    factor_set: FactorSetBrief
+    dataset: str
+    split: str = Field(description="always 'test': samples the factor set was not trained on")
+    count: int = Field(description="samples in the split")
+    offset: int
+    shape: list[int] = Field(description="(N, C, H, W) of inputs")
+    value_range: list[float] = Field(description="[min, max] of the split's values (to map drawings onto)")
+    inputs: list[Any] = Field(description="nested lists, shape (N, C, H, W)")
+    labels: dict[str, list[int | None]] = Field(
+        description="per task, each sample's class index in the task (null: its class is outside a subset task)"
+    )

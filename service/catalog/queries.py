@@ -148,11 +148,14 @@ def get_job(*, session: Session, job_id: uuid.UUID) -> Job:
 
 
 def list_jobs(
-    *, session: Session, offset: int, limit: int, status: JobStatus | None = None
+    *, session: Session, offset: int, limit: int, status: JobStatus | None = None, name: str | None = None
 ) -> tuple[Sequence[Job], int]:
+    """Newest first; ``status`` and ``name`` (the factor set the job registers) narrow the list."""
     query = select(Job)
     if status is not None:
         query = query.where(Job.status == status.value)
+    if name is not None:
+        query = query.where(Job.factor_set_name == name)
     return _page(session, query, Job, offset, limit)
 
 

@@ -25,6 +25,7 @@ from service.config import Settings
 __all__ = ["run_service_demo"]
 
 FACTOR_SET = "dsprites-demo"
+CONSOLE_URL = "http://127.0.0.1:8000/ui/"  # where `kf serve` (default host and port) serves the console
 _SUBSETS = (["shape", "scale"], ["orientation", "pos_x", "pos_y"])
 
 
@@ -100,6 +101,7 @@ def run_service_demo(
                 print(f"      {task:<12} predicted {got} (p {conf}) truth {truth}; test accuracy {acc:.1f}%")
     wall = time.perf_counter() - started
     print(f"done in {wall:.0f} s. `kf serve` serves {FACTOR_SET} from the same catalog (README: Predictions)")
+    print(f"web console: run `kf serve`, then open {CONSOLE_URL} (jobs, factor sets and a playground for {FACTOR_SET})")
     return {"factor_set": fs, "wall_seconds": wall}
 
 

@@ -32,6 +32,7 @@ def test_kf_demo_runs_the_service_flow(
     for step in ("1/5", "2/5", "3/5", "4/5", "5/5", "registered factor set dsprites-demo:1", "done in"):
         assert step in out, out
     assert "shape+scale" in out and "orientation+pos_x+pos_y" in out
+    assert out.rstrip().splitlines()[-1].startswith("web console: run `kf serve`, then open http://127.0.0.1:8000/ui/")
     assert out.count("predicted [") == 5 and "test accuracy" in out
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
