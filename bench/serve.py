@@ -68,7 +68,7 @@ def build_factor_set(root: Path) -> Path:
 def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict[str, int] = TASKS) -> None:
     """Register ``run`` as factor set ``name`` in the deployment's catalog, as a finished job would."""
     from service.catalog import queries as catalog
-    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
     from service.catalog.leases import claim_job
     from service.catalog.migrate import upgrade
@@ -79,7 +79,7 @@ def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict
     upgrade(settings)
     engine = make_engine(settings)
     factory = make_sessionmaker(engine)
-    store = ArtifactStore(settings.artifact_dir)
+    store = open_store(settings)
     with factory() as session:
         stored = store.put_bytes(b"stand-in teacher: the benchmark serves factor networks only")
         artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")

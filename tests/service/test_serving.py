@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from kf_core._ort import available_providers, create_session
 from service.catalog.models import Assembly
 from tests.conftest import open_client
+from tests.service.helpers import corrupt_artifact
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
 
 TOL = 1e-5
@@ -263,11 +264,12 @@ def test_a_corrupted_stored_graph_is_refused_and_rebuilt_from_the_parts(
     api: Any, migrated: Any, store: Any, trained: Trained
 ) -> None:
     first = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_x"]}).json()
-    path = store.path_for(first["graph_sha256"])
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+
+    def flip(data: bytes) -> bytes:
+        middle = len(data) // 2
+        return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+    corrupt_artifact(store, first["graph_sha256"], flip)
     assert api.get(first["onnx_url"]).status_code == 500  # never served as is
     with open_client(migrated, run_jobs=False) as fresh:
         r = fresh.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_x"]})
