@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,7 +29,12 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./kf-data/catalog.db"
     # Unset: jobs run inline (a background process per job, started by the API). Set: jobs go on an RQ queue.
     redis_url: str | None = None
-    artifact_dir: Path = Path("./kf-data/artifacts")  # content-addressed files; shared volume when scaled out
+    # Content-addressed artifacts: a local directory (default) or an object store, e.g. s3://bucket/prefix
+    artifact_url: str = "./kf-data/artifacts"
+    artifact_dir: Path | None = Field(default=None, exclude=True)  # deprecated name of a local artifact_url
+    artifact_cache_dir: Path = Path("./kf-data/artifact-cache")  # object store: local read-through cache
+    artifact_cache_bytes: int = Field(default=4 << 30, ge=0)  # object store: cache size limit (LRU eviction)
+    s3_endpoint_url: str | None = None  # S3-compatible stores other than AWS (MinIO, Ceph, ...)
     work_dir: Path = Path("./kf-data/work")  # per-job scratch space (checkpoints, exported parts before storing)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # jobs and serving; "cuda" fails if CUDA is not usable
     cache_bytes: int = Field(default=2 << 30, ge=0)  # serving: memory budget of the ONNX Runtime session cache
@@ -82,6 +87,34 @@ class Settings(BaseSettings):
             raise ValueError(f"KF_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {v!r}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _artifact_dir_alias(cls, data: Any) -> Any:
+        # KF_ARTIFACT_DIR (the old name) still works for a local store; KF_ARTIFACT_URL wins when both are set.
+        if isinstance(data, dict) and data.get("artifact_dir") and not data.get("artifact_url"):
+            data = {**data, "artifact_url": str(data["artifact_dir"])}
+        return data
+
+    @field_validator("artifact_url")
+    @classmethod
+    def _check_artifact_url(cls, v: str) -> str:
+        scheme = v.split("://", 1)[0] if "://" in v else ""
+        if scheme not in ("", "file", "s3", "s3a", "gs", "gcs", "az", "abfs") or v.endswith("://"):
+            raise ValueError(
+                f"KF_ARTIFACT_URL must be a local directory or an object-store URL such as s3://bucket/prefix, "
+                f"got {v!r}"
+            )
+        return v
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"KF_S3_ENDPOINT_URL must be an http:// or https:// URL, got {v!r}")
+        return v
+
     @model_validator(mode="after")
     def _check_timing(self) -> Settings:
         if self.heartbeat_timeout_s < 2 * self.heartbeat_interval_s:
@@ -90,6 +123,10 @@ class Settings(BaseSettings):
                 f"KF_HEARTBEAT_INTERVAL_S ({self.heartbeat_interval_s}), or healthy jobs would be declared lost"
             )
         return self
+
+    @property
+    def artifacts_are_remote(self) -> bool:
+        return "://" in self.artifact_url and not self.artifact_url.startswith("file://")
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,8 +143,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """``KF_*`` variables that rebuild ``settings`` in a child process (unset optional values are left out)."""
     env: dict[str, str] = {}
     for name, value in settings.model_dump().items():
-        if isinstance(value, Path):
-            value = value.resolve()  # a child may run in another working directory
+        if isinstance(value, Path) or (name == "artifact_url" and not settings.artifacts_are_remote):
+            value = Path(str(value).removeprefix("file://")).resolve()  # a child may run in another directory
         if value is not None:
             env[f"KF_{name.upper()}"] = str(value)
     return env

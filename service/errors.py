@@ -10,7 +10,8 @@ place (``_STATUS``), together with kf_core's errors.
     ├── QueueUnavailableError     the job queue (Redis) cannot be reached (503)
     ├── ArtifactError             an artifact file is missing or does not match its sha256 (500)
     │   ├── ArtifactMissingError
-    │   └── ArtifactCorruptError
+    │   ├── ArtifactCorruptError
+    │   └── ArtifactStoreUnavailableError  the object store (KF_ARTIFACT_URL) cannot be reached (503)
     ├── UnauthorizedError         no API key, or one that is unknown or revoked (401)
     ├── ForbiddenError            a valid key whose scope does not allow the operation (403)
     ├── DeviceUnavailableError    KF_DEVICE=cuda but the CUDA provider does not load (refuses to start)
@@ -25,6 +26,7 @@ __all__ = [
     "ArtifactCorruptError",
     "ArtifactError",
     "ArtifactMissingError",
+    "ArtifactStoreUnavailableError",
     "ConflictError",
     "DeviceUnavailableError",
     "ForbiddenError",
@@ -73,6 +75,10 @@ class QueueUnavailableError(ServiceError):
 
 class ArtifactError(ServiceError):
     """An artifact cannot be served as stored."""
+
+
+class ArtifactStoreUnavailableError(ArtifactError):
+    """The object store holding the artifacts cannot be reached or refuses access."""
 
 
 class ArtifactMissingError(ArtifactError):

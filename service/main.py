@@ -39,7 +39,7 @@ from service.api.routes import (
     v2,
     whoami,
 )
-from service.catalog.artifacts import ArtifactStore
+from service.catalog.artifacts import open_store
 from service.catalog.db import make_engine, make_sessionmaker
 from service.catalog.migrate import check_schema
 from service.config import Settings, get_settings
@@ -62,6 +62,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (errors.UnsupportedMediaError, 415),
     (errors.InvalidInputError, 422),
     (errors.QueueUnavailableError, 503),
+    (errors.ArtifactStoreUnavailableError, 503),
     (errors.ArtifactError, 500),
     (errors.DeviceUnavailableError, 503),
 ]
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         factory = make_sessionmaker(engine)
         app.state.settings = settings
         app.state.sessionmaker = factory
-        app.state.store = ArtifactStore(settings.artifact_dir)
+        app.state.store = open_store(settings)
         app.state.auth = Authenticator(factory)
         app.state.runtime = Runtime(settings, factory, app.state.store)  # fails here if KF_DEVICE=cuda lacks CUDA
         collectors = register_collectors(registry, app.state.runtime, factory, settings)

@@ -1,11 +1,14 @@
-"""Service test fixtures: an empty, migrated catalog per test on SQLite and on PostgreSQL, artifact dirs, apps.
+"""Service test fixtures: an empty, migrated catalog per test on SQLite and on PostgreSQL, artifact stores, apps.
 
-Every database test runs twice, ``[sqlite]`` and ``[postgresql]``. Each test run (pytest session) migrates its
-own PostgreSQL schema in the ``test`` database (``KF_TEST_POSTGRES_URL``) once, empties it before every test and
-drops it at the end (schemas of runs that were killed are dropped by the next run), so reruns and parallel CI
-jobs never see each other's rows. SQLite tests copy a migrated file. Redis tests (``tests/service/conftest.py``)
-use their own queue names and delete their keys. Where PostgreSQL or Redis is not reachable, the tests that need
-it are skipped with the reason (``-ra`` prints it); set ``KF_TEST_REQUIRE_SERVICES=1`` to make that a failure.
+Every database test runs twice, ``[sqlite]`` and ``[postgresql]``: SQLite with the artifact store in a local
+directory (the embedded setup), PostgreSQL with the artifacts on object storage (the scaled-out setup), a real
+S3-protocol server (moto's standalone ``moto_server``, one per test run, over HTTP) with a fresh prefix per test.
+Each test run (pytest session) migrates its own PostgreSQL schema in the ``test`` database
+(``KF_TEST_POSTGRES_URL``) once, empties it before every test and drops it at the end (schemas of runs that were
+killed are dropped by the next run), so reruns and parallel CI jobs never see each other's rows. SQLite tests copy a
+migrated file. Redis tests (``tests/service/conftest.py``) use their own queue names and delete their keys. Where
+PostgreSQL or Redis is not reachable, the tests that need it are skipped with the reason (``-ra`` prints it); set
+``KF_TEST_REQUIRE_SERVICES=1`` to make that a failure.
 
 Every response a test client receives is checked against the app's OpenAPI document: a status code a route
 does not document fails the test that provoked it.
@@ -17,6 +20,9 @@ import contextlib
 import os
 import re
 import secrets
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +142,59 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+S3_BUCKET = "kf-test"
+_S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The endpoint URL of a real S3-protocol server (``moto_server``) started for this test run, with the bucket
+    ``kf-test``. Its dummy credentials go into the environment, so processes the tests start (workers, replicas,
+    job processes) find them the way a deployment would: through the standard AWS variables."""
+    import urllib.request
+
+    from tests.service.helpers import free_port
+
+    port = free_port()
+    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
+    server = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(_S3_ENV)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start on {endpoint}: see {log.name}")
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path, *, remote: bool) -> dict[str, Any]:
+    """Settings of the artifact store of a test: a local directory, or a fresh prefix on the S3 server."""
+    if not remote:
+        return {"artifact_url": str(tmp_path / "artifacts")}
+    endpoint: str = request.getfixturevalue("s3_endpoint")
+    return {"artifact_url": f"s3://{S3_BUCKET}/{secrets.token_hex(6)}", "s3_endpoint_url": endpoint}
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     import redis
@@ -154,7 +213,8 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Any:
     values: dict[str, Any] = {
         "database_url": database_url,
         "redis_url": None,
-        "artifact_dir": tmp_path / "artifacts",
+        "artifact_url": str(tmp_path / "artifacts"),
+        "artifact_cache_dir": tmp_path / "artifact-cache",
         "work_dir": tmp_path / "work",
         "heartbeat_interval_s": 0.5,
         "heartbeat_timeout_s": 4.0,
@@ -169,8 +229,9 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Any:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Any:
-    return make_settings(tmp_path, database_url)
+def settings(request: pytest.FixtureRequest, tmp_path: Path, database_url: str) -> Any:
+    remote = database_url.startswith("postgresql")  # PostgreSQL runs go with object storage: the scaled-out setup
+    return make_settings(tmp_path, database_url, **store_settings(request, tmp_path, remote=remote))
 
 
 @pytest.fixture
@@ -246,9 +307,9 @@ def make_job(session: Any, store: Any) -> Any:
 
 @pytest.fixture
 def store(migrated: Any) -> Any:
-    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.artifacts import open_store
 
-    return ArtifactStore(migrated.artifact_dir)
+    return open_store(migrated)
 
 
 class RecordingRunner:

@@ -47,7 +47,7 @@ def run_service_demo(
     # The embedded default: jobs run inline; their processes log warnings only, so the demo's own lines stay readable.
     settings = settings.model_copy(update={"redis_url": None, "log_level": "warning"})
     recipe = demo_recipe("dsprites", epochs=epochs, samples=samples, seed=seed)
-    print(f"kf demo: catalog {settings.database_url}, artifacts {settings.artifact_dir}")
+    print(f"kf demo: catalog {settings.database_url}, artifacts {settings.artifact_url}")
     upgrade(settings)
     print(
         f"1/5 generating dSprites ({recipe.data.samples} images) and fitting a small teacher "

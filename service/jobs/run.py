@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import queries as catalog
-from service.catalog.artifacts import ArtifactStore
+from service.catalog.artifacts import open_store
 from service.catalog.db import make_engine, make_sessionmaker, session_scope
 from service.catalog.leases import (
     Lease,
@@ -116,7 +116,7 @@ class _Heartbeat(threading.Thread):
 class _Run:
     def __init__(self, settings: Settings, factory: sessionmaker[Session], job_id: uuid.UUID) -> None:
         self.settings, self.factory, self.job_id = settings, factory, job_id
-        self.store = ArtifactStore(settings.artifact_dir)
+        self.store = open_store(settings)
         self.signals = RunSignals()
         self.lease: Lease | None = None
 

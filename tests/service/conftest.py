@@ -1,7 +1,8 @@
 """Fixtures of the service tests that need more than a catalog: teacher files and job backends.
 
-``backend`` runs each job test twice: SQLite with the API's inline runner, and PostgreSQL + Redis with real
-``kf worker`` processes (started by the test through ``backend.start_worker()``).
+``backend`` runs each job test twice: SQLite with the API's inline runner and a local artifact directory, and
+PostgreSQL + Redis + object storage (the S3 server of ``s3_endpoint``) with real ``kf worker`` processes (started
+by the test through ``backend.start_worker()``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, pg_schema
+from tests.conftest import make_settings, pg_schema, store_settings
 from tests.service.helpers import DIGIT_GROUPS, Backend, TeacherFiles, delete_redis_keys, upload_teacher
 
 
@@ -49,7 +50,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     request.getfixturevalue("_pg_ready")
     redis = request.getfixturevalue("redis_url")
     with pg_schema() as url:
-        settings = make_settings(tmp_path, url, redis_url=redis)
+        settings = make_settings(tmp_path, url, redis_url=redis, **store_settings(request, tmp_path, remote=True))
         upgrade(settings)
         logs = tmp_path / "logs"
         logs.mkdir()

@@ -151,3 +151,32 @@ def small_dsprites_job(teacher_id: str, **train: Any) -> dict[str, Any]:
             },
         },
     }
+
+
+def corrupt_artifact(store: Any, sha256: str, mutate: Callable[[bytes], bytes]) -> bytes:
+    """Damage a stored artifact in place, outside the service's code (bit rot on disk, a bad write to the object
+    store); returns the good bytes. On object storage the object is rewritten through the S3 API, and this host's
+    cached copy is dropped, as on a replica that has not read it yet (a damaged cached copy is fetched again)."""
+    if store.remote is None:
+        path = store.path_for(sha256)
+        good: bytes = path.read_bytes()
+        path.chmod(0o644)
+        path.write_bytes(mutate(good))
+        return good
+    import boto3
+
+    bucket, _, prefix = store.location.removeprefix("s3://").partition("/")
+    key = f"{prefix}/{sha256[:2]}/{sha256}".lstrip("/")
+    s3 = boto3.client("s3", endpoint_url=store.remote.endpoint_url)
+    good = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=mutate(good))
+    store.cache.discard(sha256)
+    return good
+
+
+def stored_files(store: Any) -> list[str]:
+    """Every artifact in the store, and every temp file its writers left (none is expected)."""
+    local = [str(p) for p in Path(store.root).rglob("*") if p.is_file()]
+    if store.remote is None:
+        return local
+    return sorted(local + [f"{store.location}/{k}" for k in store.remote.list_keys()])

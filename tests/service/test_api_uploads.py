@@ -17,16 +17,17 @@ import torch
 from onnx import helper
 from sqlalchemy import func, select
 
+from service.catalog.artifacts import open_store
 from service.catalog.models import Artifact, Dataset, Teacher
 from tests.factories import npz_dataset_file
-from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, upload_teacher
+from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, stored_files, upload_teacher
 
 
 def _nothing_stored(session: Any, settings: Any) -> None:
     """No teacher, dataset or artifact row, and no file in the store (temp files included)."""
     for model in (Teacher, Dataset, Artifact):
         assert session.scalar(select(func.count()).select_from(model)) == 0, model.__name__
-    assert [p for p in Path(settings.artifact_dir).rglob("*") if p.is_file()] == []
+    assert stored_files(open_store(settings)) == []
 
 
 def test_onnx_teacher_upload_is_validated_described_and_stored(
@@ -185,7 +186,7 @@ def test_oversize_upload_is_refused_while_streaming(tmp_path: Path, database_url
         big = b"\0" * (128 << 10)  # with a Content-Length, refused before reading the body
         r = client.post("/v1/teachers", files={"file": ("big.onnx", big)}, data={"spec": '{"name": "big"}'})
         assert r.status_code == 413
-    assert [p for p in Path(settings.artifact_dir).rglob("*") if p.is_file()] == []
+    assert stored_files(open_store(settings)) == []
 
 
 def test_duplicate_teacher_name_is_a_conflict(client: Any, teacher_files: TeacherFiles) -> None:

@@ -16,7 +16,8 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert s.database_url == "sqlite:///./kf-data/catalog.db"
     assert s.redis_url is None
-    assert s.artifact_dir == Path("./kf-data/artifacts")
+    assert s.artifact_url == "./kf-data/artifacts" and not s.artifacts_are_remote
+    assert s.s3_endpoint_url is None
     assert s.is_sqlite
 
 
@@ -41,6 +42,8 @@ def test_postgres_urls_get_the_psycopg_driver() -> None:
         ("redis_url", "http://redis:6379", "KF_REDIS_URL must be"),
         ("max_attempts", 0, "greater than or equal to 1"),
         ("heartbeat_timeout_s", 1.0, "at least twice"),
+        ("artifact_url", "ftp://host/x", "KF_ARTIFACT_URL must be a local directory or an object-store URL"),
+        ("s3_endpoint_url", "minio:9000", "KF_S3_ENDPOINT_URL must be an http"),
     ],
 )
 def test_bad_values_fail_fast_with_the_fix(field: str, value: object, message: str) -> None:
@@ -50,14 +53,33 @@ def test_bad_values_fail_fast_with_the_fix(field: str, value: object, message: s
 
 def test_settings_env_rebuilds_the_same_settings(tmp_path: Path) -> None:
     s = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=f"sqlite:///{tmp_path}/c.db", artifact_dir=Path("rel/art"), torch_threads=2
+        _env_file=None, database_url=f"sqlite:///{tmp_path}/c.db", artifact_url="rel/art", torch_threads=2
     )
     env = settings_env(s)
-    assert env["KF_ARTIFACT_DIR"] == str(Path("rel/art").resolve())  # absolute: children may chdir
-    assert "KF_REDIS_URL" not in env
+    assert env["KF_ARTIFACT_URL"] == str(Path("rel/art").resolve())  # absolute: children may chdir
+    assert "KF_REDIS_URL" not in env and "KF_ARTIFACT_DIR" not in env
     rebuilt = Settings(_env_file=None, **{k[3:].lower(): v for k, v in env.items()})  # type: ignore[arg-type]
-    absolute = {"artifact_dir": Path("rel/art").resolve(), "work_dir": s.work_dir.resolve()}
+    absolute = {
+        "artifact_url": str(Path("rel/art").resolve()),
+        "work_dir": s.work_dir.resolve(),
+        "artifact_cache_dir": s.artifact_cache_dir.resolve(),
+    }
     assert rebuilt.model_dump() == {**s.model_dump(), **absolute}
+
+
+def test_object_store_urls_pass_to_children_unchanged() -> None:
+    s = Settings(_env_file=None, artifact_url="s3://bucket/kf", s3_endpoint_url="http://minio:9000")  # type: ignore[call-arg]
+    assert s.artifacts_are_remote
+    env = settings_env(s)
+    assert (env["KF_ARTIFACT_URL"], env["KF_S3_ENDPOINT_URL"]) == ("s3://bucket/kf", "http://minio:9000")
+
+
+def test_the_old_artifact_dir_variable_still_names_a_local_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KF_ARTIFACT_URL", raising=False)
+    monkeypatch.setenv("KF_ARTIFACT_DIR", "/srv/kf/artifacts")
+    assert Settings(_env_file=None).artifact_url == "/srv/kf/artifacts"  # type: ignore[call-arg]
+    monkeypatch.setenv("KF_ARTIFACT_URL", "s3://bucket/kf")  # the new name wins
+    assert Settings(_env_file=None).artifact_url == "s3://bucket/kf"  # type: ignore[call-arg]
 
 
 def test_get_settings_is_cached() -> None:

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.catalog.artifacts import ArtifactStore
+from service.catalog.artifacts import open_store
 from service.catalog.models import Job
 from tests.conftest import _pg_admin, make_job, make_settings, open_client, pg_schema
-from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, free_port, upload_teacher, wait_for
+from tests.service.helpers import DIGIT_GROUPS, TeacherFiles, corrupt_artifact, free_port, upload_teacher, wait_for
 from tests.service.serving import Trained, register, train_small_factor_set
 
 
@@ -120,7 +120,7 @@ def test_killed_postgresql_connections_are_replaced_without_errors(tmp_path: Pat
         upgrade(settings)
         engine = make_engine(settings)
         factory = make_sessionmaker(engine)
-        store = ArtifactStore(settings.artifact_dir)
+        store = open_store(settings)
         with factory() as session:
             job = make_job(session, store)  # the stand-in job the `job` fixture creates
             register(trained, session=session, job=job, factory=factory, store=store)
@@ -143,7 +143,7 @@ def test_killed_postgresql_connections_are_replaced_without_errors(tmp_path: Pat
             assert meta.status_code == 200
 
 
-def test_a_corrupted_part_is_refused_with_a_clear_error_while_cached_assemblies_keep_serving(
+def test_a_corrupted_part_is_refused_with_a_clear_error_while_verified_parts_keep_serving(
     trained: Trained, session: Any, job: Any, factory: Any, store: Any, migrated: Any
 ) -> None:
     fs = register(trained, session=session, job=job, factory=factory, store=store)
@@ -151,22 +151,25 @@ def test_a_corrupted_part_is_refused_with_a_clear_error_while_cached_assemblies_
     with open_client(migrated, run_jobs=False) as api:
         x = trained.x[:2].tolist()
         assert api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["shape"], "inputs": x}).status_code == 200
-        path = store.path_for(part.sha256)
-        good = path.read_bytes()
-        path.chmod(0o644)
-        path.write_bytes(good[:-16] + bytes(16))  # same size, different bytes
+        good = corrupt_artifact(store, part.sha256, lambda b: b[:-16] + bytes(16))  # same size, different bytes
         for copy in (Path(migrated.work_dir) / "serving" / "parts").rglob("task_pos_y.onnx"):
             copy.chmod(0o644)
             copy.write_bytes(b"garbage")  # the server's working copy too: it must go back to the store
 
-        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x})
+        r = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_y"]})
         assert r.status_code == 500, r.text
         assert part.sha256 in r.json()["detail"] and "not be served" in r.json()["detail"]
-        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["shape"], "inputs": x})
-        assert r.status_code == 200  # what was verified before keeps serving
+        with open_client(migrated, run_jobs=False) as fresh:  # a new process must load the parts: refused
+            r = fresh.post("/v1/predict", json={"factor_set": "fs", "tasks": ["shape"], "inputs": x})
+            assert r.status_code == 500, r.text
+            assert part.sha256 in r.json()["detail"]
+        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x})
+        assert r.status_code == 200  # the parts this process verified when it loaded them keep serving
 
         store.put_bytes(good)  # restoring the good bytes repairs the store (content-addressed)
-        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x, "logits": True})
-        assert r.status_code == 200, r.text
-        got = np.asarray(r.json()["predictions"]["pos_y"]["logits"])
-        assert np.abs(got - trained.logits(trained.x[:2])["pos_y"]).max() <= 1e-5
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_y"]}).status_code == 200
+        with open_client(migrated, run_jobs=False) as fresh:
+            r = fresh.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x, "logits": True})
+            assert r.status_code == 200, r.text
+            got = np.asarray(r.json()["predictions"]["pos_y"]["logits"])
+            assert np.abs(got - trained.logits(trained.x[:2])["pos_y"]).max() <= 1e-5

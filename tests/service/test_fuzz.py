@@ -23,7 +23,7 @@ from tests.service.serving import register, train_small_factor_set
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
     from fastapi.testclient import TestClient
 
-    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
     from service.catalog.migrate import upgrade
     from service.main import create_app
@@ -33,7 +33,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, st
     upgrade(cfg)
     engine = make_engine(cfg)
     factory = make_sessionmaker(engine)
-    store = ArtifactStore(cfg.artifact_dir)
+    store = open_store(cfg)
     with factory() as session:
         from service.api.auth import create_key
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from service.catalog.artifacts import open_store
 from tests.conftest import open_client
 from tests.factories import tiny_job_body
-from tests.service.helpers import DIGIT_GROUPS, Backend, TeacherFiles, upload_teacher, watch
+from tests.service.helpers import DIGIT_GROUPS, Backend, TeacherFiles, corrupt_artifact, upload_teacher, watch
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +28,7 @@ def test_corrupt_teacher_artifact_fails_the_job_once_with_the_reason(
             backend.start_worker()
         teacher = upload_teacher(client, teacher_files.digits_onnx, {"name": "t", "tasks": DIGIT_GROUPS}).json()
         sha = teacher["artifact"]["sha256"]
-        path = Path(backend.settings.artifact_dir) / sha[:2] / sha
-        path.chmod(0o644)
-        path.write_bytes(path.read_bytes()[:-10] + b"0123456789")  # bit rot on disk
+        corrupt_artifact(open_store(backend.settings), sha, lambda b: b[:-10] + b"0123456789")  # bit rot
         assert client.get(f"/v1/artifacts/{sha}").status_code == 500  # never served either
         job = client.post("/v1/jobs", json=tiny_job_body(teacher["id"])).json()
         final = watch(client, job["id"], timeout=60, backend=backend)[-1]
