@@ -65,8 +65,8 @@ def build_factor_set(root: Path) -> Path:
     return run
 
 
-def register(env: dict[str, str], run: Path) -> None:
-    """Register ``run`` as factor set ``bench`` in the deployment's catalog, as a finished job would."""
+def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict[str, int] = TASKS) -> None:
+    """Register ``run`` as factor set ``name`` in the deployment's catalog, as a finished job would."""
     from service.catalog import queries as catalog
     from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
@@ -87,12 +87,12 @@ def register(env: dict[str, str], run: Path) -> None:
             session=session,
             artifact=artifact,
             fields={
-                "name": "bench-teacher",
+                "name": f"{name}-teacher",
                 "format": "onnx",
                 "filename": "teacher.onnx",
                 "input_shape": [1, 64, 64],
-                "outputs": {t: t for t in TASKS},
-                "output_sizes": dict(TASKS),
+                "outputs": {t: t for t in tasks},
+                "output_sizes": dict(tasks),
                 "features": [],
                 "feature_dims": [],
                 "class_names": {},
@@ -106,7 +106,7 @@ def register(env: dict[str, str], run: Path) -> None:
                 "teacher_id": teacher.id,
                 "dataset_id": dataset.id,
                 "recipe": {},
-                "factor_set_name": "bench",
+                "factor_set_name": name,
                 "queue": "kf",
                 "max_attempts": 1,
                 "epochs": 1,

@@ -377,7 +377,11 @@ class TaskPrediction(BaseModel):
 
 class PredictResponse(BaseModel):
     factor_set: FactorSetBrief
-    assembly_id: uuid.UUID
+    assembly_id: uuid.UUID | None = Field(
+        default=None,
+        description="always null: predictions are served from the factor set's resident parts; "
+        "POST /v1/assemblies gives the fused graph of a subset and its id",
+    )
     tasks: list[str]
     provider: str
     predictions: dict[str, TaskPrediction] = Field(description="per task (and 'combined' if asked for)")

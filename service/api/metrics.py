@@ -53,6 +53,32 @@ class RuntimeCollector(Collector):
         yield GaugeMetricFamily(
             "kf_assembly_cache_budget_bytes", "KF_CACHE_BYTES, the cache's budget", value=rt.settings.cache_bytes
         )
+        p = s.parts
+        yield CounterMetricFamily(
+            "kf_resident_loads", "Factor sets made resident (each part loaded once)", value=s.resident_loads
+        )
+        yield GaugeMetricFamily("kf_resident_factor_sets", "Resident factor sets", value=len(rt.resident_sets()))
+        # rows per CKN run = kf_ckn_rows_total / kf_ckn_runs_total; requests per CKN run likewise
+        yield CounterMetricFamily(
+            "kf_ckn_runs", "CKN part runs (one per micro-batch, across subsets)", value=p.ckn_runs
+        )
+        yield CounterMetricFamily("kf_ckn_rows", "Rows through the CKN part", value=p.ckn_rows)
+        yield CounterMetricFamily("kf_ckn_requests", "Requests answered by CKN runs", value=p.ckn_requests)
+        yield CounterMetricFamily(
+            "kf_fused_runs", "Batches of a dominant subset answered by its fused session", value=p.fused_runs
+        )
+        yield CounterMetricFamily(
+            "kf_fused_promotions",
+            "Dominant subsets given a fused session (at most one per factor set)",
+            value=p.promotions,
+        )
+        task_runs = CounterMetricFamily("kf_task_part_runs", "Task part runs", labels=["task"])
+        task_rows = CounterMetricFamily("kf_task_part_rows", "Rows through each task part", labels=["task"])
+        for task, n in sorted(dict(p.task_runs).items()):
+            task_runs.add_metric([task], n)
+            task_rows.add_metric([task], p.task_rows.get(task, 0))
+        yield task_runs
+        yield task_rows
         rows = dict(s.batch_rows)  # a copy: batches keep landing while we scrape
         buckets = [(str(b), sum(n for size, n in rows.items() if size <= b)) for b in BATCH_BUCKETS]
         buckets.append(("+Inf", sum(rows.values())))

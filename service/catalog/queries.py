@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from service.catalog.artifacts import StoredFile
 from service.catalog.db import utcnow
 from service.catalog.leases import lock_job
-from service.catalog.models import Artifact, Base, Dataset, FactorSet, Job, JobStatus, Teacher
+from service.catalog.models import Artifact, Assembly, Base, Dataset, FactorSet, Job, JobStatus, Teacher
 from service.errors import ConflictError, NotFoundError
 
 __all__ = [
@@ -215,6 +215,40 @@ def resolve_factor_set(*, session: Session, ref: str) -> FactorSet:
 def factor_set_versions(*, session: Session, name: str) -> list[int]:
     """Every version registered under ``name``, oldest first."""
     return list(session.scalars(select(FactorSet.version).where(FactorSet.name == name).order_by(FactorSet.version)))
+
+
+def find_assembly(*, session: Session, factor_set_id: uuid.UUID, tasks_key: str, combined: bool) -> Assembly | None:
+    """The stored fused graph of one task subset (``tasks_key``: its task names sorted, comma-joined), if any."""
+    return session.scalar(
+        select(Assembly).where(
+            Assembly.factor_set_id == factor_set_id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
+        )
+    )
+
+
+def record_assembly(
+    *,
+    session: Session,
+    factor_set_id: uuid.UUID,
+    tasks: Sequence[str],
+    combined: bool,
+    stored: StoredFile,
+    media_type: str,
+) -> uuid.UUID:
+    """Register a fused graph (its artifact and its assembly row); another replica's row for the same subset wins."""
+    artifact = record_artifact(session=session, stored=stored, media_type=media_type)
+    tasks_key = ",".join(sorted(tasks))
+    row = Assembly(
+        factor_set_id=factor_set_id, tasks=list(tasks), tasks_key=tasks_key, combined=combined, graph_artifact=artifact
+    )
+    try:
+        with session.begin_nested():  # another replica may record the same assembly at the same moment
+            session.add(row)
+    except IntegrityError:
+        found = find_assembly(session=session, factor_set_id=factor_set_id, tasks_key=tasks_key, combined=combined)
+        assert found is not None
+        return found.id
+    return row.id
 
 
 def _get(session: Session, model: type[_Row], key: uuid.UUID, kind: str) -> _Row:

@@ -1,6 +1,9 @@
-"""Dynamic micro-batching: concurrent requests for one assembly share one ``session.run``.
+"""Dynamic micro-batching: concurrent requests share one run.
 
-One :class:`MicroBatcher` per cached assembly. ``await batcher.submit(x)`` queues the request's rows; a drain
+One :class:`MicroBatcher` per cached fused assembly; one :class:`SharedBatcher` per resident factor set, whose
+queue holds requests for any of its task subsets (each carries its route) and whose ``run`` answers every request
+of a mixed batch with its own outputs (:meth:`service.serving.resident.ResidentSet.run`).
+``await batcher.submit(x)`` queues the request's rows; a drain
 task on the event loop concatenates queued requests (up to ``max_batch`` rows, in arrival order), runs the session
 on the inference executor (a worker thread: the event loop never blocks on ORT) and hands every request its own
 slice of each output.
@@ -21,12 +24,15 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchStats", "MicroBatcher"]
+__all__ = ["BatchStats", "MicroBatcher", "SharedBatcher"]
 
 RunFn = Callable[[np.ndarray], Sequence[np.ndarray]]
+# (batch, [(start, stop, route) per request]) -> per request, its outputs
+RoutedRunFn = Callable[[np.ndarray, list[tuple[int, int, Any]]], list[list[np.ndarray]]]
 
 
 @dataclass
@@ -51,6 +57,7 @@ class BatchStats:
 class _Pending:
     x: np.ndarray
     future: asyncio.Future[list[np.ndarray]]
+    route: Any = None  # SharedBatcher: which outputs this request wants
 
 
 class MicroBatcher:
@@ -79,12 +86,12 @@ class MicroBatcher:
         self._concurrent = False  # did the last batch hold several requests?
         self.stats = BatchStats()
 
-    async def submit(self, x: np.ndarray) -> list[np.ndarray]:
+    async def submit(self, x: np.ndarray, route: Any = None) -> list[np.ndarray]:
         """The outputs for ``x`` (at most ``max_batch`` rows; the caller validates that)."""
         if len(x) > self.max_batch:
             raise ValueError(f"a request of {len(x)} rows exceeds max_batch={self.max_batch}")
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(x, future))
+        self._queue.append(_Pending(x, future, route))
         self._queued_rows += len(x)
         if self._full is not None and self._queued_rows >= self.max_batch:
             self._full.set()
@@ -124,7 +131,7 @@ class MicroBatcher:
             return
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, x)
+            per_request = await asyncio.get_running_loop().run_in_executor(self._executor, self._answers, x, batch)
         except Exception as exc:
             for p in batch:
                 if not p.future.done():
@@ -133,9 +140,40 @@ class MicroBatcher:
         self.stats.record(len(batch), len(x))
         if self._on_batch is not None:
             self._on_batch(len(batch), len(x))
-        start = 0
+        for p, outputs in zip(batch, per_request, strict=True):
+            if not p.future.done():
+                p.future.set_result(outputs)
+
+    def _answers(self, x: np.ndarray, batch: list[_Pending]) -> list[list[np.ndarray]]:
+        """Per request, its slice of every output (runs on the inference executor)."""
+        outputs = self._run(x)
+        answers, start = [], 0
         for p in batch:
             stop = start + len(p.x)
-            if not p.future.done():
-                p.future.set_result([o[start:stop] for o in outputs])
+            answers.append([o[start:stop] for o in outputs])
             start = stop
+        return answers
+
+
+class SharedBatcher(MicroBatcher):
+    """One queue for every task subset of a resident factor set: ``submit(x, route)``; ``run(x, spans)``
+    computes each request's own outputs from one mixed batch."""
+
+    def __init__(
+        self,
+        run: RoutedRunFn,
+        *,
+        max_batch: int,
+        wait_s: float,
+        executor: Executor,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
+        super().__init__(lambda _x: [], max_batch=max_batch, wait_s=wait_s, executor=executor, on_batch=on_batch)
+        self._routed = run
+
+    def _answers(self, x: np.ndarray, batch: list[_Pending]) -> list[list[np.ndarray]]:
+        spans, start = [], 0
+        for p in batch:
+            spans.append((start, start + len(p.x), p.route))
+            start += len(p.x)
+        return self._routed(x, spans)

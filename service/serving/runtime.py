@@ -1,21 +1,23 @@
-"""Serving runtime: factor set references, the assembly cache, ONNX Runtime sessions and micro-batchers.
+"""Serving runtime: factor set references, resident factor sets, the fused-assembly cache and micro-batchers.
 
     runtime = Runtime(settings, sessionmaker, store)          # picks the provider (service.serving.providers)
-    entry, state = await runtime.assembly("dsprites:2", ["shape", "scale"])
-    outputs = await runtime.infer(entry, x)                 # micro-batched session.run in a worker thread
+    resident, route = await runtime.route("dsprites:2", ["shape", "scale"])
+    outputs = await runtime.run(resident, route, x)          # one queue per factor set, across its subsets
 
-**Cache.** Key = (factor set id, tasks in the factor set's order, combined, provider). An LRU of ready entries
-bounded by ``KF_CACHE_BYTES`` (an entry costs its graph's size: ORT holds one copy of the weights per session);
-pinned assemblies (``KF_PIN``) are never evicted. Concurrent requests for a missing key share one build
-(single-flight): the first starts it, the others await the same future (``state`` tells which: ``hit``,
+**Predictions** come from resident factor sets (:mod:`service.serving.resident`): per factor set and provider,
+one session per part, loaded once (single-flight, sha256-verified, warmed up) however many subsets are asked
+for. A subset is a route, built in microseconds; nothing is composed and nothing is written on the request
+path. Requests for any subsets of one factor set share one :class:`SharedBatcher`: the CKN runs once per batch.
+
+**Fused assemblies** (``POST /v1/assemblies``, the portable product) are composed, verified and stored as one
+graph with its catalog row. Key = (factor set id, tasks in the factor set's order, combined, provider).
+If the catalog already holds the graph, its bytes are read from the artifact store, verified, and loaded: no
+composition. A stored graph that fails its sha256 check is not served: it is rebuilt from the verified parts and
+the good bytes replace the bad file. Concurrent requests for a missing key share one build (``state``: ``hit``,
 ``miss``, ``shared``).
 
-**Build.** If the catalog already holds the graph (an ``assembly`` row: another replica or an earlier run built
-it), its bytes are read from the artifact store, verified, and loaded: no composition. Otherwise the stored parts
-are copied out of the store (verified) once per factor set, composed by :mod:`kf_core.assemble`, and the graph
-is stored as an artifact with its row, so replicas and restarts reuse it. A stored graph that fails its sha256
-check is not served: the entry is rebuilt from the verified parts and the good bytes replace the bad file.
-Every new session runs one warm-up batch before it serves.
+**Cache.** Resident sets (each part counted once) and fused sessions share one LRU bounded by
+``KF_CACHE_BYTES``; ``KF_PIN`` pins factor sets, which are never evicted.
 
 Building runs on a thread pool, inference on a one-thread executor (ORT parallelises inside a run with
 ``KF_INFER_THREADS`` intra-op threads), so the event loop only parses, queues and answers.
@@ -37,22 +39,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kf_core import FactorParts, assemble_bytes, assemble_session, check_batch, ort
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import session_scope
-from service.catalog.models import Assembly
 from service.config import Settings
 from service.errors import ArtifactError, InvalidInputError
-from service.serving.batching import MicroBatcher
+from service.serving.batching import MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
+from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
 
-__all__ = ["Entry", "Runtime", "RuntimeStats", "parse_pins"]
+__all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,7 @@ _CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, s
 _RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
 
 CacheKey = tuple[uuid.UUID, tuple[str, ...], bool, str]
-
-
-@dataclass(frozen=True)
-class OutputInfo:
-    name: str  # graph output name: logits_<task>, probs_<task>, logits_combined, ...
-    task: str  # task name, or "combined"
-    kind: str  # "logits" or "probs"
-    class_names: list[str]
+ResidentKey = tuple[uuid.UUID, str]
 
 
 @dataclass
@@ -116,10 +109,12 @@ class RuntimeStats:
     evictions: int = 0
     batches: int = 0
     batch_rows: dict[int, int] = field(default_factory=dict)  # batch size -> count
+    resident_loads: int = 0  # factor sets made resident (every part loaded once)
+    parts: PartStats = field(default_factory=PartStats)  # CKN and task-part runs, rows, requests
 
 
 def parse_pins(spec: str) -> list[tuple[str, list[str] | None]]:
-    """``KF_PIN``: ``ref[=task,task];ref...``; no ``=tasks`` pins the assembly of all tasks."""
+    """``KF_PIN``: ``ref[=task,task];ref...``: the factor sets to keep resident (tasks, if named, are checked)."""
     pins: list[tuple[str, list[str] | None]] = []
     for item in filter(None, (s.strip() for s in spec.split(";"))):
         ref, _, tasks = item.partition("=")
@@ -155,7 +150,9 @@ class Runtime:
         self._parts_lock = threading.Lock()
         self._cache: OrderedDict[CacheKey, Entry] = OrderedDict()
         self._inflight: dict[CacheKey, asyncio.Task[Entry]] = {}
-        self._pinned: set[CacheKey] = set()
+        self._pinned: set[CacheKey | ResidentKey] = set()
+        self._resident: OrderedDict[ResidentKey, ResidentSet] = OrderedDict()
+        self._loading: dict[ResidentKey, asyncio.Task[ResidentSet]] = {}
         self._resolved: dict[str, tuple[float, FactorSetInfo]] = {}
         self._resolving: dict[str, asyncio.Future[FactorSetInfo]] = {}
         self.cache_bytes = 0
@@ -194,6 +191,86 @@ class Runtime:
     def _resolve_sync(self, ref: str) -> FactorSetInfo:
         with self._factory() as session:
             return load_factor_set_info(session=session, ref=ref)
+
+    # ----------------------------------------------------------------- resident factor sets (predictions)
+    async def route(
+        self, ref: str | FactorSetInfo, tasks: Sequence[str] | None = None, *, combined: bool = False
+    ) -> tuple[ResidentSet, Route]:
+        """The factor set's resident parts and the route of one task subset: no composition, no catalog write."""
+        fs = ref if isinstance(ref, FactorSetInfo) else await self.resolve(ref)
+        names = fs.canonical_tasks(tasks)
+        resident = await self.resident(fs)
+        return resident, resident.route(names, combined=combined)
+
+    async def run(self, resident: ResidentSet, route: Route, x: np.ndarray) -> list[np.ndarray]:
+        """The route's outputs (in ``route.outputs`` order) for a validated batch, batched across subsets."""
+        assert resident.batcher is not None
+        return await resident.batcher.submit(x, route)
+
+    async def resident(self, fs: FactorSetInfo) -> ResidentSet:
+        """The factor set's sessions on this provider, loaded once (concurrent first requests share one load)."""
+        key: ResidentKey = (fs.id, self.provider.name)
+        hit = self._resident.get(key)
+        if hit is not None:
+            self._resident.move_to_end(key)
+            return hit
+        pending = self._loading.get(key)
+        if pending is None:
+            # A task of its own, so a client that disconnects does not cancel a load others are waiting for.
+            pending = asyncio.create_task(self._load_resident(key, fs))
+            self._loading[key] = pending
+        return await asyncio.shield(pending)
+
+    def resident_sets(self) -> list[ResidentSet]:
+        return list(self._resident.values())
+
+    async def _load_resident(self, key: ResidentKey, fs: FactorSetInfo) -> ResidentSet:
+        loop = asyncio.get_running_loop()
+        try:
+            resident = await loop.run_in_executor(self._build_pool, self._load_resident_sync, fs)
+        finally:
+            del self._loading[key]
+        resident.batcher = SharedBatcher(
+            resident.run,
+            max_batch=self.settings.max_batch,
+            wait_s=self.batch_wait_s,
+            executor=self._infer_pool,
+            on_batch=self._count_batch,
+        )
+        resident.promote = lambda route: self._promote(resident, route)
+        self._resident[key] = resident
+        self.cache_bytes += resident.size_bytes
+        self.stats.resident_loads += 1
+        self._enforce_budget(keep=key)
+        return resident
+
+    def _promote(self, resident: ResidentSet, route: Route) -> None:
+        """Give a dominant subset its fused session, built on the build pool: the requests never wait for it."""
+        self._build_pool.submit(self._promote_sync, resident, route)
+
+    def _promote_sync(self, resident: ResidentSet, route: Route) -> None:
+        try:
+            parts = self._parts(resident.factor_set)
+            session = assemble_session(
+                parts,
+                list(route.tasks),
+                combined=route.combined,
+                providers=self.provider.providers,
+                threads=self.threads,
+            )
+        except Exception:  # the parts keep serving this subset; nothing is lost
+            log.exception("fused session for %s %s failed to build", resident.factor_set.name, route.tasks)
+            return
+        resident.set_fused(route, session)
+        log.info("dominant subset %s of %s now served by its fused session", route.tasks, resident.factor_set.name)
+
+    def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
+        resident = ResidentSet.load(
+            self._parts(fs), fs, providers=self.provider.providers, threads=self.threads, stats=self.stats.parts
+        )
+        if resident.provider != self.provider.name:
+            log.warning("factor set %s runs on %s, not %s", fs.name, resident.provider, self.provider.name)
+        return resident
 
     # ----------------------------------------------------------------- assemblies
     async def assembly(
@@ -241,9 +318,9 @@ class Runtime:
         assert entry.batcher is not None
         return await entry.batcher.submit(x)
 
-    def check_batch(self, x: np.ndarray, entry: Entry) -> np.ndarray:
-        """``x`` as float32 if it fits the entry's input and ``KF_MAX_BATCH``, else a clear error."""
-        x = check_batch(x, entry.input_shape)
+    def check_batch(self, x: np.ndarray, target: Entry | Route) -> np.ndarray:
+        """``x`` as float32 if it fits the input and ``KF_MAX_BATCH``, else a clear error."""
+        x = check_batch(x, target.input_shape)
         if len(x) > self.settings.max_batch:
             raise InvalidInputError(
                 f"the batch holds {len(x)} samples, over the limit of {self.settings.max_batch} (KF_MAX_BATCH); "
@@ -252,14 +329,16 @@ class Runtime:
         return x
 
     async def warm_pins(self) -> None:
-        """Build and pin every ``KF_PIN`` assembly; readiness waits for this."""
+        """Load and pin every ``KF_PIN`` factor set (every subset of it is then warm); readiness waits for this."""
         for ref, tasks in parse_pins(self.settings.pin):
             try:
-                entry, _ = await self.assembly(ref, tasks)
+                fs = await self.resolve(ref)
+                fs.canonical_tasks(tasks)
+                await self.resident(fs)
             except Exception:
-                log.exception("pinned assembly %s=%s failed to build; the server stays not ready", ref, tasks)
+                log.exception("pinned factor set %s=%s failed to load; the server stays not ready", ref, tasks)
                 return
-            self._pinned.add(entry.key)
+            self._pinned.add((fs.id, self.provider.name))
         self.pins_ready = True
 
     def entries(self) -> list[Entry]:
@@ -270,6 +349,7 @@ class Runtime:
         self._build_pool.shutdown(wait=False, cancel_futures=True)
         self._store_pool.shutdown(wait=False, cancel_futures=True)
         self._cache.clear()
+        self._resident.clear()
 
     def _count_batch(self, _requests: int, rows: int) -> None:
         self.stats.batches += 1
@@ -278,25 +358,38 @@ class Runtime:
     def _insert(self, entry: Entry) -> None:
         self._cache[entry.key] = entry
         self.cache_bytes += entry.size_bytes
+        self._enforce_budget(keep=entry.key)
+
+    def _enforce_budget(self, *, keep: CacheKey | ResidentKey) -> None:
+        """Evict least recently used fused sessions, then resident factor sets, until the budget holds."""
         budget = self.settings.cache_bytes
         for key in list(self._cache):
             if self.cache_bytes <= budget:
-                break
-            if key == entry.key or key in self._pinned:
+                return
+            if key == keep or key in self._pinned:
                 continue
             evicted = self._cache.pop(key)
             self.cache_bytes -= evicted.size_bytes
             self.stats.evictions += 1
             log.info(
-                "assembly cache: evicted %s %s (%d bytes)", evicted.factor_set.name, evicted.tasks, evicted.size_bytes
+                "cache: evicted assembly %s %s (%d bytes)", evicted.factor_set.name, evicted.tasks, evicted.size_bytes
             )
+        for rkey in list(self._resident):
+            if self.cache_bytes <= budget:
+                return
+            if rkey == keep or rkey in self._pinned:
+                continue
+            gone = self._resident.pop(rkey)  # queued requests still hold it and finish
+            self.cache_bytes -= gone.size_bytes
+            self.stats.evictions += 1
+            log.info("cache: evicted factor set %s (%d bytes)", gone.factor_set.name, gone.size_bytes)
 
     # ----------------------------------------------------------------- building (worker threads)
     def _build(self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool) -> Entry:
         started = time.perf_counter()
         tasks_key = ",".join(sorted(names))
         with self._factory() as session:
-            row = session.scalar(_assembly_row(fs.id, tasks_key, combined))
+            row = catalog.find_assembly(session=session, factor_set_id=fs.id, tasks_key=tasks_key, combined=combined)
             stored = (row.id, row.graph_artifact.sha256, row.graph_artifact.size_bytes) if row is not None else None
         session_obj: Any = None
         source = "stored"
@@ -313,7 +406,7 @@ class Runtime:
             parts = self._parts(fs)
             # Storing (portable graph, artifact, catalog row) runs beside the session's creation: two cores, half
             # the wait. The request returns once both are done, so the id it reports is always in the catalog.
-            stored_future = self._store_pool.submit(self._store_graph, parts, fs, names, tasks_key, combined)
+            stored_future = self._store_pool.submit(self._store_graph, parts, fs, names, combined)
             if self.provider.name == CPU:
                 session_obj = assemble_session(parts, list(names), combined=combined, threads=self.threads)
                 assembly_id, sha, size = stored_future.result()
@@ -335,27 +428,16 @@ class Runtime:
         return entry
 
     def _store_graph(
-        self, parts: FactorParts, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool
+        self, parts: FactorParts, fs: FactorSetInfo, names: tuple[str, ...], combined: bool
     ) -> tuple[uuid.UUID, str, int]:
         data = assemble_bytes(parts, list(names), combined=combined)
         put = self._store.put_bytes(data, durable=False)  # derived: a lost or torn file is rebuilt on read
         self.stats.compositions += 1
-        return self._record(fs, names, tasks_key, combined, put), put.sha256, put.size
-
-    def _record(self, fs: FactorSetInfo, names: tuple[str, ...], tasks_key: str, combined: bool, put: Any) -> uuid.UUID:
         with session_scope(self._factory) as session:
-            artifact = catalog.record_artifact(session=session, stored=put, media_type=ONNX)
-            row = Assembly(
-                factor_set_id=fs.id, tasks=list(names), tasks_key=tasks_key, combined=combined, graph_artifact=artifact
+            assembly_id = catalog.record_assembly(
+                session=session, factor_set_id=fs.id, tasks=names, combined=combined, stored=put, media_type=ONNX
             )
-            try:
-                with session.begin_nested():  # another replica may record the same assembly at the same moment
-                    session.add(row)
-            except IntegrityError:
-                found = session.scalar(_assembly_row(fs.id, tasks_key, combined))
-                assert found is not None
-                return found.id
-            return row.id
+        return assembly_id, put.sha256, put.size
 
     def _stored_session(self, sha256: str, size: int) -> Any:
         """A session over a graph in the artifact store (verified), optimised by ORT as it is created."""
@@ -365,12 +447,6 @@ class Runtime:
     def _parts(self, fs: FactorSetInfo) -> FactorParts:
         with self._parts_lock:  # one thread copies a factor set's parts; the others then find them in place
             return materialize_parts(self._store, fs, self._parts_dir / fs.manifest_sha256)
-
-
-def _assembly_row(factor_set_id: uuid.UUID, tasks_key: str, combined: bool) -> Select[Assembly]:
-    return select(Assembly).where(
-        Assembly.factor_set_id == factor_set_id, Assembly.tasks_key == tasks_key, Assembly.combined == combined
-    )
 
 
 def _entry(

@@ -1,4 +1,5 @@
-"""The /v1 serving API's logic between the routes and the runtime: decode a batch, shape the answers."""
+"""The /v1 serving API's logic between the routes and the runtime: :func:`predict` (decode a batch, route it to
+the resident factor set, shape the answers) and the assembly description."""
 
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ import numpy as np
 import orjson
 
 from service.errors import InvalidInputError
-from service.schemas import AssemblyOutput, AssemblyPublic, FactorSetBrief, TensorSpec
-from service.serving.runtime import Entry, Runtime
+from service.schemas import AssemblyOutput, AssemblyPublic, FactorSetBrief, PredictRequest, TensorSpec
+from service.serving.runtime import Entry, Route, Runtime
 
-__all__ = ["assembly_public", "decode_inputs", "predictions_json"]
+__all__ = ["assembly_public", "decode_inputs", "predict", "predictions_json"]
 
 MAX_NPY_HEADER = 1 << 16
+
+
+async def predict(runtime: Runtime, body: PredictRequest, array: np.ndarray | None = None) -> bytes:
+    """``POST /v1/predict``: the response body for a parsed request (``array``: inputs already decoded)."""
+    x = array if array is not None else decode_inputs(body.inputs)
+    resident, route = await runtime.route(body.factor_set, body.tasks, combined=body.combined)
+    outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
+    return predictions_json(route, outputs, logits=body.logits, runtime=runtime)
 
 
 def decode_inputs(inputs: list[Any] | str) -> np.ndarray:
@@ -99,7 +108,7 @@ def assembly_public(entry: Entry, state: str, runtime: Runtime) -> AssemblyPubli
     )
 
 
-def predictions_json(entry: Entry, outputs: list[np.ndarray], *, logits: bool, runtime: Runtime) -> bytes:
+def predictions_json(entry: Route, outputs: list[np.ndarray], *, logits: bool, runtime: Runtime) -> bytes:
     """The /v1/predict response body, serialized directly (the batch can be large; no per-float validation)."""
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
     predictions: dict[str, Any] = {}
@@ -117,7 +126,7 @@ def predictions_json(entry: Entry, outputs: list[np.ndarray], *, logits: bool, r
     fs = entry.factor_set
     body = {
         "factor_set": {"id": str(fs.id), "name": fs.name, "version": fs.version},
-        "assembly_id": str(entry.assembly_id),
+        "assembly_id": None,  # served from the resident parts; POST /v1/assemblies gives the fused graph
         "tasks": list(entry.tasks),
         "provider": entry.provider or runtime.provider.name,
         "predictions": predictions,

@@ -14,12 +14,13 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kf_core import COMBINED
 from service.errors import InvalidInputError
 from service.serving.refs import FactorSetInfo
-from service.serving.runtime import Entry
+from service.serving.runtime import Entry, Route, Runtime
 
 __all__ = [
     "InferRequest",
@@ -32,6 +33,7 @@ __all__ = [
     "encode_outputs",
     "model_metadata",
     "output_arrays",
+    "predict",
     "requested_tasks",
 ]
 
@@ -116,6 +118,22 @@ class ModelReady(BaseModel):
 
 class V2Error(BaseModel):
     error: str
+
+
+async def predict(
+    runtime: Runtime, fs: FactorSetInfo, body: InferRequest, binary: bytes = b"", data: np.ndarray | None = None
+) -> tuple[bytes, bytes]:
+    """An inference request on model ``fs``: the response's JSON header and the binary tensor data after it
+    (empty unless the client asked for binary outputs)."""
+    tasks, combined, names = requested_tasks(fs, [o.name for o in body.outputs or ()])
+    resident, route = await runtime.route(fs, tasks, combined=combined)
+    x = decode_input(body, input_name=route.input_name, input_shape=route.input_shape, binary=binary, data=data)
+    outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
+    result: dict[str, Any] = {"model_name": fs.name, "model_version": str(fs.version)}
+    if body.id is not None:
+        result["id"] = body.id
+    result["outputs"], blobs = encode_outputs(route, outputs, names, binary=binary_outputs(body, names))
+    return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY), blobs
 
 
 def output_names(fs: FactorSetInfo) -> list[tuple[str, str, str, int]]:
@@ -277,7 +295,9 @@ def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
     return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
 
 
-def output_arrays(entry: Entry, outputs: list[np.ndarray], names: list[str]) -> list[tuple[str, str, np.ndarray]]:
+def output_arrays(
+    entry: Entry | Route, outputs: list[np.ndarray], names: list[str]
+) -> list[tuple[str, str, np.ndarray]]:
     """(name, datatype, little-endian array) of each output in ``names``; ``label_*`` from the probabilities."""
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
     result = []
@@ -291,7 +311,7 @@ def output_arrays(entry: Entry, outputs: list[np.ndarray], names: list[str]) -> 
 
 
 def encode_outputs(
-    entry: Entry, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
+    entry: Entry | Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
 ) -> tuple[list[dict[str, Any]], bytes]:
     """Response tensors for ``names``, and the bytes of those sent as binary tensor data (little-endian, in
     order), which then carry ``binary_data_size`` instead of ``data``."""

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.serving.batching import MicroBatcher
+from service.serving.batching import MicroBatcher, SharedBatcher
 
 
 class Recorder:
@@ -96,3 +96,30 @@ def test_a_request_over_max_batch_is_refused() -> None:
 
     with pytest.raises(ValueError, match="max_batch=2"):
         _run(main())
+
+
+def test_the_shared_batcher_runs_mixed_routes_in_one_batch_and_each_request_gets_its_own_answer() -> None:
+    calls: list[list[tuple[int, int, str]]] = []
+
+    def run(x: np.ndarray, spans: list[tuple[int, int, str]]) -> list[list[np.ndarray]]:
+        calls.append(spans)
+        # A per-route answer: the rows of the span times the route's factor.
+        return [[x[a:b] * {"double": 2, "triple": 3}[route]] for a, b, route in spans]
+
+    async def main() -> list[list[np.ndarray]]:
+        with ThreadPoolExecutor(1) as pool:
+            b = SharedBatcher(run, max_batch=16, wait_s=0.0, executor=pool)
+            return list(
+                await asyncio.gather(
+                    b.submit(np.full((2, 1), 1.0, np.float32), "double"),
+                    b.submit(np.full((3, 1), 5.0, np.float32), "triple"),
+                    b.submit(np.full((1, 1), 7.0, np.float32), "double"),
+                )
+            )
+
+    out = _run(main())
+    assert isinstance(out, list)
+    assert calls == [[(0, 2, "double"), (2, 5, "triple"), (5, 6, "double")]]  # one run for three routes
+    np.testing.assert_array_equal(out[0][0], [[2.0], [2.0]])
+    np.testing.assert_array_equal(out[1][0], [[15.0]] * 3)
+    np.testing.assert_array_equal(out[2][0], [[14.0]])

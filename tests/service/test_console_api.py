@@ -135,7 +135,10 @@ def test_the_event_stream_follows_changes_of_the_row(migrated: Any, session: Any
             row.status, row.progress, row.updated_at = status, progress, utcnow()
             s.commit()
 
-    seen = asyncio.run(follow())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # its own thread: another test's browser may own this thread's loop
+        seen = pool.submit(lambda: asyncio.run(follow())).result()
     engine.dispose()
     assert [(f["status"], f["progress"]) for f in seen] == [("queued", 0.0), ("running", 0.5), ("succeeded", 1.0)]
 

@@ -143,7 +143,7 @@ def test_killed_postgresql_connections_are_replaced_without_errors(tmp_path: Pat
             assert meta.status_code == 200
 
 
-def test_a_corrupted_part_is_refused_with_a_clear_error_while_cached_assemblies_keep_serving(
+def test_a_corrupted_part_is_refused_with_a_clear_error_while_verified_parts_keep_serving(
     trained: Trained, session: Any, job: Any, factory: Any, store: Any, migrated: Any
 ) -> None:
     fs = register(trained, session=session, job=job, factory=factory, store=store)
@@ -156,14 +156,20 @@ def test_a_corrupted_part_is_refused_with_a_clear_error_while_cached_assemblies_
             copy.chmod(0o644)
             copy.write_bytes(b"garbage")  # the server's working copy too: it must go back to the store
 
-        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x})
+        r = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_y"]})
         assert r.status_code == 500, r.text
         assert part.sha256 in r.json()["detail"] and "not be served" in r.json()["detail"]
-        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["shape"], "inputs": x})
-        assert r.status_code == 200  # what was verified before keeps serving
+        with open_client(migrated, run_jobs=False) as fresh:  # a new process must load the parts: refused
+            r = fresh.post("/v1/predict", json={"factor_set": "fs", "tasks": ["shape"], "inputs": x})
+            assert r.status_code == 500, r.text
+            assert part.sha256 in r.json()["detail"]
+        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x})
+        assert r.status_code == 200  # the parts this process verified when it loaded them keep serving
 
         store.put_bytes(good)  # restoring the good bytes repairs the store (content-addressed)
-        r = api.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x, "logits": True})
-        assert r.status_code == 200, r.text
-        got = np.asarray(r.json()["predictions"]["pos_y"]["logits"])
-        assert np.abs(got - trained.logits(trained.x[:2])["pos_y"]).max() <= 1e-5
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_y"]}).status_code == 200
+        with open_client(migrated, run_jobs=False) as fresh:
+            r = fresh.post("/v1/predict", json={"factor_set": "fs", "tasks": ["pos_y"], "inputs": x, "logits": True})
+            assert r.status_code == 200, r.text
+            got = np.asarray(r.json()["predictions"]["pos_y"]["logits"])
+            assert np.abs(got - trained.logits(trained.x[:2])["pos_y"]).max() <= 1e-5

@@ -6,7 +6,9 @@ factor networks themselves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import copy
 import hashlib
 import io
 import threading
@@ -18,12 +20,14 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from kf_core.ort import available_providers, create_session
 from service.catalog.models import Assembly
 from tests.conftest import open_client
 from tests.service.helpers import corrupt_artifact
 from tests.service.serving import TASKS, Trained, register, subsets, train_small_factor_set
 
 TOL = 1e-5
+HAS_CUDA = "CUDAExecutionProvider" in available_providers()
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +88,59 @@ def test_every_task_subset_predicts_exactly_what_the_factor_networks_compute(api
             o = outputs[f"logits_{task}"]
             assert o["datatype"] == "FP32" and o["shape"] == list(want[task].shape)
             assert np.abs(np.asarray(o["data"]).reshape(o["shape"]) - want[task]).max() <= TOL, (subset, task)
-    assert api.app.state.runtime.stats.compositions == 31
+    stats = api.app.state.runtime.stats
+    assert (stats.compositions, stats.resident_loads) == (0, 1)  # 62 requests, 31 subsets: every part loaded once
+    assert stats.parts.ckn_runs == stats.batches and stats.parts.ckn_rows == 62 * len(trained.x)
+    for task in TASKS:  # each task part ran over exactly the rows of the 16 subsets x 2 protocols that hold it
+        assert stats.parts.task_rows[task] == 32 * len(trained.x)
+
+
+def test_serving_a_subset_writes_nothing_to_the_catalog(api: Any, trained: Trained, session: Any) -> None:
+    for subset in (["shape"], ["scale", "pos_y"], list(TASKS)):
+        assert _predict(api, trained.x, subset).json()["assembly_id"] is None
+    assert session.scalar(select(func.count()).select_from(Assembly)) == 0
+    runtime = api.app.state.runtime
+    assert runtime.entries() == []  # no fused session either
+    (resident,) = runtime.resident_sets()
+    assert runtime.cache_bytes == resident.size_bytes  # each part counted once, whatever the subsets
+
+
+def test_disjoint_subsets_in_one_batch_share_one_ckn_run_and_equal_the_fused_graph(api: Any, trained: Trained) -> None:
+    runtime = api.app.state.runtime
+    first, second = ["shape", "scale"], ["orientation", "pos_x", "pos_y"]
+    x1, x2 = trained.x[:3], trained.x[3:8]
+
+    async def one_batch() -> tuple[list[Any], list[Any]]:
+        resident, route1 = await runtime.route("fs", first)
+        _, route2 = await runtime.route("fs", second)
+        # Both submitted before the queue's drain task first runs: one batch of 8 rows, two subsets.
+        a, b = await asyncio.gather(runtime.run(resident, route1, x1), runtime.run(resident, route2, x2))
+        return a, b
+
+    before = copy.deepcopy(runtime.stats.parts)
+    got1, got2 = api.portal.call(one_batch)
+    after = runtime.stats.parts
+    assert (after.ckn_runs - before.ckn_runs, after.ckn_requests - before.ckn_requests) == (1, 2)
+    assert after.ckn_rows - before.ckn_rows == 8
+    for task in first:
+        assert after.task_rows[task] - before.task_rows.get(task, 0) == 3
+    for task in second:
+        assert after.task_rows[task] - before.task_rows.get(task, 0) == 5
+    metrics = api.get("/metrics").text
+    assert f"kf_ckn_runs_total {float(after.ckn_runs)}" in metrics
+    assert f'kf_task_part_rows_total{{task="pos_x"}} {float(after.task_rows["pos_x"])}' in metrics
+
+    want = trained.logits()
+    for tasks, rows, got in ((first, slice(0, 3), got1), (second, slice(3, 8), got2)):
+        a = api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": tasks}).json()
+        fused = create_session(api.get(a["onnx_url"]).content)
+        names = [n for t in tasks for n in (f"logits_{t}", f"probs_{t}")]
+        reference = fused.run(names, {"x": trained.x[rows]})
+        assert len(got) == len(names)
+        for name, served, ref in zip(names, got, reference, strict=True):
+            assert np.abs(served - ref).max() <= TOL, name
+            if name.startswith("logits_"):
+                assert np.abs(served - want[name.removeprefix("logits_")][rows]).max() <= TOL, name
 
 
 def test_v2_infer_without_outputs_returns_every_task_and_echoes_the_id(api: Any, trained: Trained) -> None:
@@ -142,7 +198,6 @@ def test_assembly_reports_its_spec_and_its_graph_downloads_verified(api: Any, tr
     graph = api.get(a["onnx_url"])
     assert graph.status_code == 200
     assert hashlib.sha256(graph.content).hexdigest() == a["graph_sha256"] == graph.headers["x-content-sha256"]
-    from kf_core.ort import create_session
 
     out = create_session(graph.content).run(["logits_shape", "logits_pos_x"], {"x": trained.x})
     want = trained.logits()
@@ -217,9 +272,10 @@ def test_a_corrupted_stored_graph_is_refused_and_rebuilt_from_the_parts(
     corrupt_artifact(store, first["graph_sha256"], flip)
     assert api.get(first["onnx_url"]).status_code == 500  # never served as is
     with open_client(migrated, run_jobs=False) as fresh:
-        r = _predict(fresh, trained.x, ["pos_x"])
+        r = fresh.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["pos_x"]})
         assert r.status_code == 200, r.text
-        assert np.abs(np.asarray(r.json()["predictions"]["pos_x"]["logits"]) - trained.logits()["pos_x"]).max() <= TOL
+        out = create_session(fresh.get(first["onnx_url"]).content).run(["logits_pos_x"], {"x": trained.x})[0]
+        assert np.abs(out - trained.logits()["pos_x"]).max() <= TOL
         stats = fresh.app.state.runtime.stats
         assert (stats.rebuilds, stats.compositions, stats.loads) == (1, 1, 0)
     store.verify(first["graph_sha256"])  # the good bytes replaced the damaged file
@@ -253,10 +309,8 @@ def test_pinned_assemblies_are_warm_before_the_server_is_ready(migrated: Any) ->
             threading.Event().wait(0.05)
             deadline -= 1
         assert api.get("/v2/health/ready").json() == {"ready": True}
-        assert sorted(e.tasks for e in runtime.entries()) == [("shape", "scale"), TASKS]
-        assert (
-            api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale", "shape"]}).json()["cache"] == "hit"
-        )
+        assert [r.factor_set.name for r in runtime.resident_sets()] == ["fs"]  # both pins name one factor set
+        assert runtime.stats.resident_loads == 1
 
 
 @pytest.mark.usefixtures("registered")
@@ -479,3 +533,83 @@ def test_bad_binary_requests_are_400s(api: Any, trained: Trained) -> None:
     _v2_error(api.post("/v2/models/fs/infer", content=body, headers=bad), 400, "json")
     tensor = {"name": "x", "shape": [1, 1, 64, 64], "datatype": "FP32"}
     _v2_error(api.post("/v2/models/fs/infer", json={"inputs": [tensor]}), 400, "no data")
+
+
+def test_the_device_row_gather_picks_rows_of_x_and_z_c() -> None:
+    from service.serving.resident import _gather_graph
+
+    x = np.arange(5 * 2 * 3 * 3, dtype=np.float32).reshape(5, 2, 3, 3)
+    z = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    rows = np.array([4, 0, 2], dtype=np.int64)
+    xs, zs = create_session(_gather_graph(4)).run(["x_rows", "z_rows"], {"x": x, "z_c": z, "rows": rows})
+    assert np.array_equal(xs, x[rows]) and np.array_equal(zs, z[rows])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs onnxruntime-gpu and a GPU")
+def test_on_cuda_mixed_subsets_keep_x_and_z_c_on_the_device_and_equal_the_factor_networks(
+    api: Any, trained: Trained
+) -> None:
+    runtime = api.app.state.runtime  # KF_DEVICE=auto: CUDA on a GPU machine
+
+    async def mixed() -> tuple[Any, list[list[np.ndarray]]]:
+        resident, route1 = await runtime.route("fs", ["shape", "scale"])
+        _, route2 = await runtime.route("fs", ["orientation", "pos_x"])
+        _, route3 = await runtime.route("fs", list(TASKS))
+        spans = [(0, 2, route1), (2, 5, route2), (5, 8, route3)]
+        return resident, resident.run(trained.x[:8], spans)
+
+    resident, outputs = api.portal.call(mixed)
+    assert (resident.device, resident.provider) == ("cuda", "CUDAExecutionProvider")
+    want = trained.logits()
+    for (start, stop, tasks), got in zip(
+        [(0, 2, ("shape", "scale")), (2, 5, ("orientation", "pos_x")), (5, 8, TASKS)], outputs, strict=True
+    ):
+        for i, task in enumerate(tasks):
+            # cuDNN's convolutions round differently from the CPU's: 1e-4 on logits of order 10.
+            assert np.abs(got[2 * i] - want[task][start:stop]).max() <= 1e-4, task
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_resident_factor_set_is_evicted_whole_within_the_budget_unless_pinned(
+    migrated: Any, trained: Trained
+) -> None:
+    settings = migrated.model_copy(update={"cache_bytes": 1})
+    with open_client(settings, run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        assert _predict(api, trained.x[:1], ["shape"]).status_code == 200
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).status_code == 200
+        assert (runtime.resident_sets(), runtime.stats.evictions) == ([], 1)  # the fused session pushed it out
+        assert _predict(api, trained.x[:1], ["scale"]).status_code == 200
+        assert runtime.stats.resident_loads == 2
+    with open_client(settings.model_copy(update={"pin": "fs"}), run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        deadline = 100
+        while api.get("/v2/health/ready").status_code != 200 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).status_code == 200
+        assert len(runtime.resident_sets()) == 1 and runtime.stats.resident_loads == 1  # pinned: never evicted
+
+
+def test_a_dominant_subset_gets_a_fused_session_off_the_request_path_with_the_same_answers(
+    api: Any, trained: Trained
+) -> None:
+    runtime = api.app.state.runtime
+    want = trained.logits()
+    for i in range(300):  # one subset only: it dominates the first window of 256 requests
+        assert _predict(api, trained.x[i % 8 : i % 8 + 1], ["scale", "pos_x"]).status_code == 200
+    deadline = 200
+    while runtime.stats.parts.promotions == 0 and deadline:
+        threading.Event().wait(0.05)
+        deadline -= 1
+    assert runtime.stats.parts.promotions == 1
+    before = runtime.stats.parts.fused_runs
+    r = _predict(api, trained.x, ["scale", "pos_x"])
+    assert runtime.stats.parts.fused_runs == before + 1  # answered by the fused session
+    for task in ("scale", "pos_x"):
+        assert np.abs(np.asarray(r.json()["predictions"][task]["logits"]) - want[task]).max() <= TOL
+    other = _predict(api, trained.x, ["shape"])  # any other subset still goes through the parts
+    assert runtime.stats.parts.fused_runs == before + 1
+    assert np.abs(np.asarray(other.json()["predictions"]["shape"]["logits"]) - want["shape"]).max() <= TOL
+    assert "kf_fused_promotions_total 1.0" in api.get("/metrics").text

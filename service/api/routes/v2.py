@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -29,12 +28,9 @@ from service.serving.v2 import (
     ServerMetadata,
     ServerReady,
     V2Error,
-    binary_outputs,
     combined_classes,
-    decode_input,
-    encode_outputs,
     model_metadata,
-    requested_tasks,
+    predict,
 )
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
@@ -151,15 +147,7 @@ def _holds_data(body: InferRequest) -> bool:
 async def _infer(
     fs: FactorSetInfo, body: InferRequest, binary: bytes, data: np.ndarray | None, runtime: Runtime
 ) -> Response:
-    tasks, combined, names = requested_tasks(fs, [o.name for o in body.outputs or ()])
-    entry, _ = await runtime.assembly(fs, tasks, combined=combined)
-    x = decode_input(body, input_name=entry.input_name, input_shape=entry.input_shape, binary=binary, data=data)
-    outputs = await runtime.infer(entry, runtime.check_batch(x, entry))
-    result: dict[str, Any] = {"model_name": fs.name, "model_version": str(fs.version)}
-    if body.id is not None:
-        result["id"] = body.id
-    result["outputs"], blobs = encode_outputs(entry, outputs, names, binary=binary_outputs(body, names))
-    header = orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY)
+    header, blobs = await predict(runtime, fs, body, binary, data)
     if not blobs:
         return Response(header, media_type="application/json")
     return Response(header + blobs, media_type="application/octet-stream", headers={BINARY_HEADER: str(len(header))})
