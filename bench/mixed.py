@@ -246,7 +246,7 @@ def against_fused(
 
 
 async def _one_runtime(port: int, label: str, args: argparse.Namespace, npy: str, x: Any) -> dict[str, float]:
-    from kf_core import _ort
+    from kf_core import ort
 
     plan = traffic(port, "dsprites5", DSPRITES, npy, seed=1)
     _, probe = await _once("POST", port, "/v1/predict", body("dsprites5", ["shape"], npy))
@@ -261,7 +261,7 @@ async def _one_runtime(port: int, label: str, args: argparse.Namespace, npy: str
     _, answer = await _once("POST", port, "/v1/assemblies", assembly_body)
     assembly = json.loads(answer)
     _, graph = await _once("GET", port, assembly["onnx_url"])
-    session = _ort.create_session(graph)
+    session = ort.create_session(graph)
     names = [o["name"] for o in assembly["outputs"]]
     for _ in range(50):
         session.run(names, {"x": x})

@@ -26,9 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from kf_core import _ort
+from kf_core import FactorParts, ort
 from kf_core.errors import ConfigError
-from kf_core.parts import FactorParts
 from service.serving.batching import SharedBatcher
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
@@ -120,8 +119,8 @@ class ResidentSet:
         """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all."""
 
         def session(model: onnx.ModelProto) -> Any:
-            return _ort.create_session(
-                model.SerializeToString(), providers=providers, options=_ort.session_options(threads)
+            return ort.create_session(
+                model.SerializeToString(), providers=providers, options=ort.session_options(threads)
             )
 
         ckn = session(parts.ckn)
@@ -129,7 +128,7 @@ class ResidentSet:
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         on_cuda = str(ckn.get_providers()[0]) == CUDA
         rank = len(fs.input_spec["shape"])
-        gather = _ort.create_session(_gather_graph(rank), providers=providers) if on_cuda else None
+        gather = ort.create_session(_gather_graph(rank), providers=providers) if on_cuda else None
         resident = cls(fs, ckn, tasks, size_bytes=size, device="cuda" if on_cuda else "cpu", gather=gather)
         warm = np.zeros((1, *(d or 1 for d in resident.input_shape[1:])), dtype=np.float32)
         everything = resident.route(tuple(fs.task_names), combined=False)
@@ -230,8 +229,8 @@ class ResidentSet:
 
     def _cuda_runner(self, x: np.ndarray) -> Any:
         """x uploaded once, z_c computed and kept on the device; task parts read both there."""
-        ort = _ort.import_onnxruntime()
-        x_dev = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), "cuda", 0)
+        onnxruntime = ort.import_onnxruntime()
+        x_dev = onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), "cuda", 0)
         binding = self._ckn.io_binding()
         binding.bind_ortvalue_input("x", x_dev)
         binding.bind_output("z_c", "cuda", 0)
