@@ -252,7 +252,7 @@ async function workbench(root, ctx, fs) {
     try {
       const res = await api("/v1/predict", { method: "POST", json: { factor_set: fs.id, tasks: chosen, inputs: x } });
       const ms = performance.now() - t0;
-      latency.textContent = `${ms.toFixed(1)} ms round trip · ${res.provider} · assembly ${res.assembly_id.slice(0, 8)}`;
+      latency.textContent = `${ms.toFixed(1)} ms round trip · ${res.provider}`;
       for (const task of res.tasks) {
         const pred = res.predictions[task];
         const factor = fs.factors.find((f) => f.task === task);
