@@ -253,14 +253,14 @@ def test_predict_key_sees_no_admin_action_and_the_api_refuses_one(
 
 def test_a_hostile_teacher_name_renders_as_text(console: Console, tab: Tab) -> None:
     from service.catalog import queries as catalog
-    from service.catalog.artifacts import ArtifactStore
+    from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
 
     # The API refuses such a name (see the form check below), so put it in the catalog directly, as an older
     # version or another writer could have.
     engine = make_engine(console.settings)
     with make_sessionmaker(engine)() as session:
-        stored = ArtifactStore(console.settings.artifact_dir).put_bytes(b"not really a model")
+        stored = open_store(console.settings).put_bytes(b"not really a model")
         artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")
         teacher = catalog.create_teacher(
             session=session,
