@@ -1,7 +1,7 @@
 """The gRPC server: ``GRPCInferenceService`` on ``KF_GRPC_PORT``, in the API's process and event loop.
 
-Calls share everything with the HTTP API: the runtime (assembly cache, ONNX Runtime sessions and micro-batchers,
-so HTTP and gRPC requests for one assembly land in the same batches), the API keys (metadata
+Calls share everything with the HTTP API: the runtime (resident factor sets, their ONNX Runtime sessions and
+batchers, so HTTP and gRPC requests for one factor set land in the same batches and get the same numbers), the API keys (metadata
 ``authorization: Bearer <key>``; liveness, readiness and server metadata stay open, as on HTTP), the errors (each
 service error's HTTP status, from ``service.main``, becomes its gRPC code; the message is the same) and the
 metrics registry (``kf_grpc_requests`` and ``kf_grpc_request_duration_seconds`` by method and code).
@@ -105,11 +105,11 @@ class _Service:
         runtime = self._runtime
         fs = await runtime.resolve(_ref(request.model_name, request.model_version))
         tasks, combined, names = requested_tasks(fs, [o.name for o in request.outputs])
-        entry, _ = await runtime.assembly(fs, tasks, combined=combined)
-        x = tensors.decode_input(request, input_name=entry.input_name, input_shape=entry.input_shape)
-        outputs = await runtime.infer(entry, runtime.check_batch(x, entry))
+        resident, route = await runtime.route(fs, tasks, combined=combined)  # the resident parts, as over HTTP
+        x = tensors.decode_input(request, input_name=route.input_name, input_shape=route.input_shape)
+        outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
         response = self._m.ModelInferResponse(model_name=fs.name, model_version=str(fs.version), id=request.id)
-        tensors.encode_outputs(response, output_arrays(entry, outputs, names), raw=bool(request.raw_input_contents))
+        tensors.encode_outputs(response, output_arrays(route, outputs, names), raw=bool(request.raw_input_contents))
         return response
 
 
