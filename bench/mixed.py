@@ -42,6 +42,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -261,17 +262,31 @@ def _metric(text: str, name: str) -> float:
 def against_fused(
     env: dict[str, str], root: Path, tree: Path, args: argparse.Namespace, npy: str, x: Any
 ) -> dict[str, Any]:
-    """Resident (this code) vs fused (the baseline tree) on the same deployment, one after the other."""
-    out: dict[str, Any] = {}
-    for label, code in (("fused", tree), ("resident", None)):
-        proc, port = serve(env, root, code)
-        try:
-            out[label] = asyncio.run(_one_runtime(port, label, args, npy, x))
-        finally:
+    """Resident (this code) vs fused (the baseline tree) on the same deployment: both servers up, ``--rounds``
+    rounds alternating which goes first, each figure the median round."""
+    servers = {label: serve(env, root, code) for label, code in (("fused", tree), ("resident", None))}
+    try:
+        rounds: dict[str, list[dict[str, float]]] = {"fused": [], "resident": []}
+        for round_ in range(args.rounds):
+            order = ["fused", "resident"] if round_ % 2 == 0 else ["resident", "fused"]
+            for label in order:
+                rounds[label].append(asyncio.run(_one_runtime(servers[label][1], label, args, npy, x)))
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(10)
+    out: dict[str, Any] = {}
+    for label, runs in rounds.items():
+        out[label] = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
     out["resident_vs_fused_one"] = round(out["resident"]["one_rps"] / out["fused"]["one_rps"], 3)
     out["resident_vs_fused_uniform"] = round(out["resident"]["uniform_rps"] / out["fused"]["uniform_rps"], 3)
+    for label in ("fused", "resident"):
+        r = out[label]
+        print(
+            f"{label:8s} runtime (median of {args.rounds}): one subset {r['one_rps']:7.1f} req/s "
+            f"({r['one_vs_noop']:.2f} of no-op), uniform {r['uniform_rps']:7.1f} req/s; batch 1 p50 "
+            f"{r['batch1_p50_ms']:.2f} ms, overhead over raw ORT {r['overhead_p50_ms']:.2f} ms"
+        )
     print(
         f"resident / fused: one subset {out['resident_vs_fused_one']:.2f}x (a fused session for a dominant subset "
         f"vs the split parts), uniform {out['resident_vs_fused_uniform']:.2f}x"
