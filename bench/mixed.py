@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serve import _latencies, _once, _read_response, _request, _throughput, free_port, pct, register, start
+from serve import _latencies, _once, _request, _throughput, free_port, pct, register, start
 
 BASELINE_REV = "a05214c"  # serving code moved into service/serving/, predictions still from fused sessions
 DSPRITES = {"shape": 3, "scale": 6, "orientation": 40, "pos_x": 32, "pos_y": 32}
@@ -118,34 +118,6 @@ def body(name: str, tasks: list[str], npy: str) -> bytes:
     return json.dumps({"factor_set": name, "tasks": tasks, "inputs": npy}).encode()
 
 
-async def mixed_throughput(port: int, raws: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
-    """Like serve._throughput, each request taken in turn from ``raws`` (a pre-drawn traffic sequence)."""
-    stop = time.perf_counter() + seconds
-    counts, errors, lat, turn = [0], [0], [], itertools.cycle(raws)
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            writer.write(next(turn))
-            status, _ = await _read_response(reader)
-            lat.append(1000 * (time.perf_counter() - t))
-            counts[0] += 1
-            errors[0] += status != 200
-        writer.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    wall = time.perf_counter() - began
-    return {
-        "rps": counts[0] / wall,
-        "wall_s": wall,
-        "errors": errors[0],
-        "p50_ms": pct(lat, 0.5),
-        "p99_ms": pct(lat, 0.99),
-    }
-
-
 def one_subset(tasks: dict[str, int]) -> list[str]:
     """The single subset: as many tasks as a uniformly drawn subset holds on average (3 of 5, 5 of 10), so both
     kinds of traffic ask for the same work per request."""
@@ -194,9 +166,9 @@ async def _measure_set(
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for round_ in range(args.rounds):
         for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:  # rotated: no kind always runs first
-            await mixed_throughput(port, plan[kind][:512], args.concurrency, 1.0)  # warm-up
+            await _throughput(port, plan[kind][:512], args.concurrency, 1.0)  # warm-up
             cpu = cpu_seconds(proc.pid)
-            r = await mixed_throughput(port, plan[kind], args.concurrency, args.seconds)
+            r = await _throughput(port, plan[kind], args.concurrency, args.seconds)
             r["cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - cpu) / max(r["rps"] * r["wall_s"], 1)
             r["rss_mib"] = rss_mib(proc.pid)
             r["rss_growth_mib"] = r["rss_mib"] - idle
@@ -302,10 +274,10 @@ async def _one_runtime(port: int, label: str, args: argparse.Namespace, npy: str
     fused = json.loads(probe)["assembly_id"] is not None  # the fused runtime names the assembly it used
     assert fused == (label == "fused"), f"the {label} server runs the wrong code: {probe[:200]!r}"
     noop = await _throughput(port, _request("GET", port, "/v2/health/live"), args.concurrency, args.seconds)
-    await mixed_throughput(port, plan["one"], args.concurrency, 1.0)
-    one = await mixed_throughput(port, plan["one"], args.concurrency, args.seconds)
-    await mixed_throughput(port, plan["uniform"][:512], args.concurrency, 1.0)
-    uniform = await mixed_throughput(port, plan["uniform"], args.concurrency, args.seconds)
+    await _throughput(port, plan["one"], args.concurrency, 1.0)
+    one = await _throughput(port, plan["one"], args.concurrency, args.seconds)
+    await _throughput(port, plan["uniform"][:512], args.concurrency, 1.0)
+    uniform = await _throughput(port, plan["uniform"], args.concurrency, args.seconds)
     assembly_body = json.dumps({"factor_set": "dsprites5", "tasks": one_subset(DSPRITES)}).encode()
     _, answer = await _once("POST", port, "/v1/assemblies", assembly_body)
     assembly = json.loads(answer)
