@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import errors
 from service.api.auth import Authenticator, required_scope
 from service.api.console import mount_console
+from service.api.fastpath import FastPath
 from service.api.metrics import register_collectors
 from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
 from service.api.routes import (
@@ -48,7 +49,7 @@ from service.serving.runtime import Runtime
 
 RunnerFactory = Callable[[Settings, sessionmaker[Session]], Runner]
 
-__all__ = ["create_app", "status_for"]
+__all__ = ["create_app", "error_content", "status_for"]
 
 log = logging.getLogger(__name__)
 
@@ -87,33 +88,47 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
-async def _handle(request: Request, exc: Exception) -> JSONResponse:
+def error_content(path: str, exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """(status, JSON body, headers) of the answer to a request for ``path`` that raised ``exc``: a service or
+    kf_core error (mapped by ``status_for``) or a malformed request (``RequestValidationError``), in the one error
+    shape of the API the path belongs to. Used by the exception handlers and by the prediction fast path."""
+    if isinstance(exc, RequestValidationError):
+        return _validation_content(path, exc)
     status = status_for(exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if is_v2_path(path):  # the Open Inference Protocol's error shape; its bad requests are 400s
+        return (400 if status == 422 else status), {"error": str(exc)}, headers
+    return status, {"detail": str(exc), "error": type(exc).__name__}, headers
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
+    status, content, headers = error_content(request.url.path, exc)
     if status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if is_v2_path(request.url.path):  # the Open Inference Protocol's error shape; its bad requests are 400s
-        return JSONResponse(status_code=400 if status == 422 else status, content={"error": str(exc)}, headers=headers)
-    return JSONResponse(status_code=status, content={"detail": str(exc), "error": type(exc).__name__}, headers=headers)
+    return JSONResponse(status_code=status, content=content, headers=headers)
 
 
 async def _authorize(request: Request) -> None:
     await request.app.state.auth.authorize(request)
 
 
-async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
+def _validation_content(path: str, exc: RequestValidationError) -> tuple[int, dict[str, Any], None]:
     """Malformed requests, in each API's one error shape: /v1 ``{"detail": "...", "error": ..., "errors": [...]}``
     (a readable summary, plus FastAPI's itemised list), /v2 the protocol's ``{"error": "..."}`` with a 400."""
-    assert isinstance(exc, RequestValidationError)
     problems = []
     for e in exc.errors():
         where = ".".join(str(p) for p in e.get("loc", ()))
         problems.append(f"{where or 'body'}: {e.get('msg', 'invalid')}")
     message = "invalid request: " + "; ".join(problems)
-    if is_v2_path(request.url.path):
-        return JSONResponse(status_code=400, content={"error": message})
-    content = {"detail": message, "error": "RequestValidationError", "errors": jsonable_encoder(exc.errors())}
-    return JSONResponse(status_code=422, content=content)
+    if is_v2_path(path):
+        return 400, {"error": message}, None
+    return 422, {"detail": message, "error": "RequestValidationError", "errors": jsonable_encoder(exc.errors())}, None
+
+
+async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    status, content, _ = _validation_content(request.url.path, exc)
+    return JSONResponse(status_code=status, content=content)
 
 
 _WHY_422 = "The request is invalid; the message says which part and how to fix it."
@@ -214,7 +229,12 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     )
     registry = CollectorRegistry(auto_describe=False)
     app.state.metrics = registry
-    app.add_middleware(RequestMiddleware, metrics=HttpMetrics(registry), max_body=settings.max_request_bytes)
+    app.add_middleware(
+        RequestMiddleware,
+        metrics=HttpMetrics(registry),
+        max_body=settings.max_request_bytes,
+        fast_path=lambda: FastPath(app, error_content),  # the prediction routes, served past the framework
+    )
     app.add_exception_handler(errors.ServiceError, _handle)
     from kf_core.errors import KfError
 

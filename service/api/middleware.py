@@ -4,6 +4,9 @@ line and the HTTP metrics for every request.
 The request id is the client's ``X-Request-ID`` when it is a sane token (at most 128 of ``[A-Za-z0-9._-]``),
 else a fresh one; it comes back in the response's ``X-Request-ID`` and in the log line. Routes are labelled by
 their template (``/v2/models/{name}/infer``), so metrics and logs never grow one label per URL.
+
+The prediction routes are answered here, by :mod:`service.api.fastpath`, without the framework's layers; every
+other request goes on to FastAPI.
 """
 
 from __future__ import annotations
@@ -40,89 +43,95 @@ class HttpMetrics:
             registry=registry,
         )
 
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        values = (method, route, str(status))
-        self.requests.labels(*values).inc()
-        self.latency.labels(*values).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)  # prometheus' labels() lookup is a lock and a hash per call; once here
+        if children is None:
+            values = (method, route, str(status))
+            children = self._children[key] = (self.requests.labels(*values), self.latency.labels(*values))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class RequestMiddleware:
-    def __init__(self, app: Any, *, metrics: HttpMetrics, max_body: int) -> None:
+    """``fast``: a :class:`service.api.fastpath.FastPath` that serves its routes here, past the framework
+    (``fast_path(app)`` builds it once the routes exist)."""
+
+    def __init__(self, app: Any, *, metrics: HttpMetrics, max_body: int, fast_path: Any = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self._fast_path = fast_path
+        self._fast: Any = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        request_id = content_type = length = None
+        for name, value in scope["headers"]:  # one pass over the headers for everything this layer needs
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                request_id = text if _REQUEST_ID.match(text) else None
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+        request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
         status = 500
 
         async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        if not _is_multipart(scope):  # uploads stream to disk under their own limit, KF_MAX_UPLOAD_BYTES
-            declared = _content_length(scope)
+        if not (content_type or b"").lower().startswith(b"multipart/"):
+            # uploads stream to disk under their own limit, KF_MAX_UPLOAD_BYTES
+            declared = int(length) if length is not None and length.isdigit() else None
             if declared is not None and declared > self.max_body:
                 await _reject(scope, send_with_id, _too_large(self.max_body, f"{declared} bytes declared"))
                 self.metrics.observe(scope.get("method", ""), "unmatched", 413, time.perf_counter() - started)
                 return
             if declared is None:  # chunked: count as it streams (with a Content-Length the server delivers no more)
                 receive = _limited(receive, self.max_body)
+        if self._fast is None and self._fast_path is not None:
+            self._fast = self._fast_path()
+        matched = self._fast.match(scope) if self._fast is not None else None
         try:
-            await self.app(scope, receive, send_with_id)
+            if matched is None:
+                await self.app(scope, receive, send_with_id)
+            else:
+                scope["route"], handler, params = matched
+                await handler(scope, receive, send_with_id, params)
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope.get("method", "")
             self.metrics.observe(method, route, status, seconds)
-            principal = scope.get("state", {}).get("principal")
-            fields = {
-                "request_id": request_id,
-                "method": method,
-                "route": route,
-                "status": status,
-                "duration_ms": round(1000 * seconds, 3),
-                "client": (scope.get("client") or ("", 0))[0],
-                "key": getattr(principal, "key_prefix", None),
-            }
-            log.info("%s %s %d", method, route, status, extra={"fields": fields})
-
-
-def _incoming_id(scope: dict[str, Any]) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _REQUEST_ID.match(text) else None
-    return None
+            if log.isEnabledFor(logging.INFO):
+                principal = scope["state"].get("principal")
+                fields = {
+                    "request_id": request_id,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(1000 * seconds, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                    "key": getattr(principal, "key_prefix", None),
+                }
+                log.info("%s %s %d", method, route, status, extra={"fields": fields})
 
 
 def is_v2_path(path: str) -> bool:
     """A route of the Open Inference Protocol (``/v2``), whose errors have the shape ``{"error": "..."}``."""
     return path == "/v2" or path.startswith("/v2/")
-
-
-def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value)
-    return None
-
-
-def _is_multipart(scope: dict[str, Any]) -> bool:
-    return (_header(scope, b"content-type") or b"").lower().startswith(b"multipart/")
-
-
-def _content_length(scope: dict[str, Any]) -> int | None:
-    value = _header(scope, b"content-length")
-    return int(value) if value is not None and value.isdigit() else None
 
 
 def _limited(receive: Any, limit: int) -> Any:

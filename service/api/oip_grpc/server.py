@@ -1,10 +1,11 @@
 """The gRPC server: ``GRPCInferenceService`` on ``KF_GRPC_PORT``, in the API's process and event loop.
 
 Calls share everything with the HTTP API: the runtime (resident factor sets, their ONNX Runtime sessions and
-batchers, so HTTP and gRPC requests for one factor set land in the same batches and get the same numbers), the API keys (metadata
-``authorization: Bearer <key>``; liveness, readiness and server metadata stay open, as on HTTP), the errors (each
-service error's HTTP status, from ``service.main``, becomes its gRPC code; the message is the same) and the
-metrics registry (``kf_grpc_requests`` and ``kf_grpc_request_duration_seconds`` by method and code).
+batchers, so HTTP and gRPC requests for one factor set land in the same batches and get the same numbers), the
+API keys (metadata ``authorization: Bearer <key>``; liveness, readiness and server metadata stay open, as on
+HTTP), the errors (each service error's HTTP status, from ``service.main``, becomes its gRPC code; the message
+is the same) and the metrics registry (``kf_grpc_requests`` and ``kf_grpc_request_duration_seconds`` by method
+and code).
 """
 
 from __future__ import annotations
