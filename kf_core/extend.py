@@ -311,7 +311,7 @@ def _write_parts(
 def _check_extension(base: FactorParts, parts: FactorParts, run: ExtendRun, x: np.ndarray) -> dict[str, Any]:
     """Assemble every task; new tasks against torch (export tolerance), old ones against the base set's graph."""
     names = parts.task_names
-    got = dict(zip(names, create_session(assemble(parts, names)).run([f"logits_{n}" for n in names], {"x": x})))
+    got = dict(zip(names, create_session(assemble(parts, names)).run([f"logits_{n}" for n in names], {"x": x}), strict=True))
     old = base.task_names
     before = create_session(assemble(base, old)).run([f"logits_{n}" for n in old], {"x": x})
     z_c = torch.from_numpy(ckn_features(base, x))
