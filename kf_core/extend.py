@@ -280,9 +280,7 @@ def _copy_parts(base: FactorParts, out: Path, manifest: dict[str, Any]) -> None:
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: it vouches for the files
 
 
-def _write_parts(
-    base: FactorParts, run: ExtendRun, teacher: Teacher, sample: np.ndarray, out: Path
-) -> dict[str, Any]:
+def _write_parts(base: FactorParts, run: ExtendRun, teacher: Teacher, sample: np.ndarray, out: Path) -> dict[str, Any]:
     manifest = json.loads(json.dumps(base.manifest))
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
@@ -311,7 +309,8 @@ def _write_parts(
 def _check_extension(base: FactorParts, parts: FactorParts, run: ExtendRun, x: np.ndarray) -> dict[str, Any]:
     """Assemble every task; new tasks against torch (export tolerance), old ones against the base set's graph."""
     names = parts.task_names
-    got = dict(zip(names, create_session(assemble(parts, names)).run([f"logits_{n}" for n in names], {"x": x}), strict=True))
+    outputs = create_session(assemble(parts, names)).run([f"logits_{n}" for n in names], {"x": x})
+    got = dict(zip(names, outputs, strict=True))
     old = base.task_names
     before = create_session(assemble(base, old)).run([f"logits_{n}" for n in old], {"x": x})
     z_c = torch.from_numpy(ckn_features(base, x))
