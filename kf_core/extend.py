@@ -266,7 +266,7 @@ def remove_tasks(base_parts: str | Path, out_dir: str | Path, *, drop: Sequence[
     keep = [n for n in base.task_names if n not in drop]
     if not keep:
         raise ConfigError("removing every task would leave an empty factor set; keep at least one")
-    manifest = json.loads(json.dumps(base.manifest))
+    manifest: dict[str, Any] = json.loads(json.dumps(base.manifest))
     manifest["tasks"] = {n: manifest["tasks"][n] for n in keep}
     _copy_parts(base, Path(out_dir), manifest)
     return manifest
@@ -281,7 +281,7 @@ def _copy_parts(base: FactorParts, out: Path, manifest: dict[str, Any]) -> None:
 
 
 def _write_parts(base: FactorParts, run: ExtendRun, teacher: Teacher, sample: np.ndarray, out: Path) -> dict[str, Any]:
-    manifest = json.loads(json.dumps(base.manifest))
+    manifest: dict[str, Any] = json.loads(json.dumps(base.manifest))
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)
     x = torch.from_numpy(sample)
