@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.tasks import TaskSpec, class_groups, one_vs_all, select_tasks, validate_tasks
     from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher
     from kf_core.train import factorize, fit_teacher
+    from kf_core.verify import verify_factor_set
 
 _EXPORTS: dict[str, str] = {
     # errors
@@ -100,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "assemble_session": "kf_core.assemble",
     "check_batch": "kf_core.predict",
     "predict_file": "kf_core.predict",
+    "verify_factor_set": "kf_core.verify",
 }
 
 __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the two equal)
@@ -154,6 +156,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "save_teacher",
     "select_tasks",
     "validate_tasks",
+    "verify_factor_set",
 ]
 
 

@@ -189,6 +189,31 @@ class JobCreate(_In):
         return self
 
 
+class FactorSetExtend(_In):
+    """``POST /v1/factor-sets/{ref}/tasks``: train new tasks against the factor set's frozen CKN (a job)."""
+
+    tasks: list[str | TaskIn] = Field(min_length=1, description="the new tasks: names of the teacher's tasks or objects")
+    teacher_id: uuid.UUID | None = Field(
+        default=None, description="teacher to distil the new tasks from (default: the factor set's; same input)"
+    )
+    dataset: str | None = Field(default=None, description="a built-in dataset (default: the factor set's dataset)")
+    dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset (POST /v1/datasets)")
+    overrides: RecipeOverrides = Field(default_factory=RecipeOverrides)
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> FactorSetExtend:
+        if self.dataset is not None and self.dataset_id is not None:
+            raise ValueError("give at most one of 'dataset' and 'dataset_id'")
+        return self
+
+
+class TasksRemove(_In):
+    """``POST /v1/factor-sets/{ref}/remove-tasks``: a new version without these tasks (parts reused)."""
+
+    tasks: list[str] = Field(min_length=1, description="names of the tasks to leave out")
+
+
 class JobPublic(_Out):
     id: uuid.UUID
     status: str
