@@ -60,4 +60,3 @@ def verify_factor_set(
 def _sample(parts: FactorParts, n: int) -> np.ndarray:
     shape = [int(v) for v in parts.manifest["input"]["shape"][1:]]
     return np.random.default_rng(0).normal(0, 1, (n, *shape)).astype(np.float32)
-

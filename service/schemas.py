@@ -192,7 +192,9 @@ class JobCreate(_In):
 class FactorSetExtend(_In):
     """``POST /v1/factor-sets/{ref}/tasks``: train new tasks against the factor set's frozen CKN (a job)."""
 
-    tasks: list[str | TaskIn] = Field(min_length=1, description="the new tasks: names of the teacher's tasks or objects")
+    tasks: list[str | TaskIn] = Field(
+        min_length=1, description="the new tasks: names of the teacher's tasks or objects"
+    )
     teacher_id: uuid.UUID | None = Field(
         default=None, description="teacher to distil the new tasks from (default: the factor set's; same input)"
     )
@@ -212,6 +214,21 @@ class TasksRemove(_In):
     """``POST /v1/factor-sets/{ref}/remove-tasks``: a new version without these tasks (parts reused)."""
 
     tasks: list[str] = Field(min_length=1, description="names of the tasks to leave out")
+
+
+class FactorSetImport(_In):
+    """The JSON ``spec`` of ``POST /v1/factor-sets/import``: where the imported run's factor set belongs."""
+
+    name: Name = Field(description="name to register it under (the next version of that name)")
+    teacher_id: uuid.UUID = Field(description="the teacher the run distilled (already uploaded)")
+    dataset: str | None = Field(default=None, description="a built-in dataset it was trained on")
+    dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset it was trained on")
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> FactorSetImport:
+        if (self.dataset is None) == (self.dataset_id is None):
+            raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
+        return self
 
 
 class JobPublic(_Out):

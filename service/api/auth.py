@@ -47,7 +47,7 @@ CACHE_TTL_S = 5.0
 SCOPES = ("predict", "admin")
 _KEY = re.compile(r"^kf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _OPEN = frozenset({"/v1/health", "/v2", "/v2/health/live", "/v2/health/ready", "/metrics"})
-_ADMIN_PREFIXES = ("/v1/teachers", "/v1/datasets", "/v1/jobs")
+_ADMIN_PREFIXES = ("/v1/teachers", "/v1/datasets", "/v1/jobs", "/v1/factor-sets")
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 

@@ -33,9 +33,7 @@ __all__ = ["EXTEND_KEY", "fetch_base_parts", "submit_extension"]
 EXTEND_KEY = "extend"  # the recipe entry that makes a job an extension of the factor set it names
 
 
-def submit_extension(
-    *, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend
-) -> Job:
+def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:
     base = catalog.resolve_factor_set(session=session, ref=ref)
     teacher = base.teacher
     if body.teacher_id is not None:

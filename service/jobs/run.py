@@ -49,10 +49,10 @@ from service.catalog.models import Artifact, Job, JobStatus
 from service.catalog.teachers import SUFFIX
 from service.config import Settings, get_settings
 from service.errors import ArtifactError, InvalidInputError, LeaseLostError
+from service.jobs.extend import EXTEND_KEY, fetch_base_parts
 from service.jobs.peers import job_threads, open_job_teacher, peer_processes
 from service.jobs.progress import JobProgress, RunContext, RunSignals
 from service.jobs.queue import enqueue_rq
-from service.jobs.extend import EXTEND_KEY, fetch_base_parts
 from service.jobs.register import register_factor_set
 from service.jobs.spec import ARTIFACT_PREFIX
 
