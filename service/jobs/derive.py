@@ -91,10 +91,10 @@ def import_run(
             report = json.loads((run / "report.json").read_text())
             manifest = json.loads((run / "parts" / "manifest.json").read_text())
             recipe = json.loads((run / "recipe.json").read_text()) if (run / "recipe.json").exists() else {}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError):  # no detail: it would name the server's scratch path
             raise InvalidInputError(
-                f"the run is missing parts/manifest.json or report.json, or they are not JSON ({e})"
-            )
+                "the archive lacks parts/manifest.json or report.json, or one is not JSON; pack a `kf factorize` run"
+            ) from None
         try:
             check = verify_factor_set(run / "parts", report=report)
         except KfError as e:
