@@ -97,8 +97,9 @@ def import_run(
             ) from None
         try:
             check = verify_factor_set(run / "parts", report=report)
-        except KfError as e:
-            raise InvalidInputError(f"the run does not verify: {e}") from None
+        except KfError as e:  # kf_core names files by path: keep the archive's names, never the server's
+            detail = str(e).replace(f"{run.resolve()}/", "").replace(f"{run}/", "")
+            raise InvalidInputError(f"the run does not verify: {detail}") from None
         _check_teacher(teacher, manifest)
         parts = run / "parts"
         ckn = _put(store, parts / Path(manifest["ckn"]["file"]).name, manifest["ckn"]["sha256"])

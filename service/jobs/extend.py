@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -23,10 +23,11 @@ from service.catalog.datasets import builtin_classes
 from service.catalog.models import Dataset, FactorSet, Job
 from service.config import Settings
 from service.errors import InvalidInputError, QueueUnavailableError
-from service.jobs.runners import Runner
 from service.jobs.spec import _check_fit, _data_json, _tasks
-from service.jobs.submit import GPU_QUEUE, _referenced
 from service.schemas import FactorSetExtend
+
+if TYPE_CHECKING:  # the runners import the job run, which imports this module
+    from service.jobs.runners import Runner
 
 __all__ = ["EXTEND_KEY", "fetch_base_parts", "submit_extension"]
 
@@ -34,6 +35,8 @@ EXTEND_KEY = "extend"  # the recipe entry that makes a job an extension of the f
 
 
 def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:
+    from service.jobs.submit import GPU_QUEUE, _referenced
+
     base = catalog.resolve_factor_set(session=session, ref=ref)
     teacher = base.teacher
     if body.teacher_id is not None:
@@ -65,6 +68,8 @@ def submit_extension(*, session: Session, settings: Settings, runner: Runner, re
 
 
 def _dataset(session: Session, body: FactorSetExtend, base: FactorSet) -> Dataset:
+    from service.jobs.submit import _referenced
+
     if body.dataset_id is not None:
         dataset_id = body.dataset_id
         return _referenced(lambda: catalog.get_dataset(session=session, dataset_id=dataset_id))
