@@ -83,10 +83,12 @@ class _NewTasks(nn.Module):
         return TaskPart(tsn, head).train(self.training)  # type: ignore[arg-type]
 
 
-def ckn_features(parts: FactorParts, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    """``z_c`` of every row of ``x`` from the exported CKN, in ONNX Runtime (the served computation)."""
+def ckn_features(parts: FactorParts, data: ArrayDataset | np.ndarray, batch: int = 512) -> np.ndarray:
+    """``z_c`` of every sample (a dataset, or float32 images) from the exported CKN, in ONNX Runtime: the served
+    computation, batch by batch (a dataset's images are converted to float32 one batch at a time)."""
     session = create_session(parts.ckn)
-    out = [session.run(["z_c"], {"x": x[a : a + batch]})[0] for a in range(0, len(x), batch)]
+    images = data.images if isinstance(data, ArrayDataset) else data.__getitem__
+    out = [session.run(["z_c"], {"x": images(slice(a, a + batch))})[0] for a in range(0, len(data), batch)]
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
@@ -125,7 +127,7 @@ def extend_tasks(
     device = resolve_device(cfg.device)
     teacher.to(device)
     t_logits, _ = teacher_targets(teacher, train, device)
-    z_c_all = torch.from_numpy(ckn_features(parts, train.x))
+    z_c_all = torch.from_numpy(ckn_features(parts, train))
     labels = {t.name: labels_for(t, train, t_logits) for t in tasks}
     classes = {t.name: torch.tensor(t.class_index(teacher.output_sizes)) for t in tasks}
     torch.manual_seed(cfg.seed)
@@ -228,7 +230,7 @@ def run_extension(
     manifest = _write_parts(base, run, teacher, split.test.images(slice(0, 8)), parts_dir)
     parts = load_parts(parts_dir, cache=False)
     assembly = _check_extension(base, parts, run, split.test.images(slice(0, 256)))
-    z_test = torch.from_numpy(ckn_features(base, split.test.x))
+    z_test = torch.from_numpy(ckn_features(base, split.test))
     t_acc = teacher_accuracy(teacher, split.test, run.tasks)
     f_acc = _task_accuracy(run, split.test, z_test)
     report: dict[str, Any] = {
