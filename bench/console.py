@@ -142,6 +142,23 @@ def fill_catalog(root: Path, *, jobs: int, factor_sets: int) -> tuple[Any, str, 
     return settings, job_id, fs_id
 
 
+class IdleRunner:
+    """Runs nothing: the catalog's queued and running jobs are rows for the pages to show, not work to start
+    (the default inline runner would pick them up and spend the benchmark's CPU failing them)."""
+
+    def __init__(self, *_: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, *, terminate: bool = True) -> None:
+        pass
+
+    def enqueue(self, job: Any) -> None:
+        pass
+
+
 def measure(settings: Any, job_id: str, fs_id: str, browser: Any, reps: int, jobs: int, sets: int) -> dict[str, float]:
     import uvicorn
 
@@ -149,7 +166,9 @@ def measure(settings: Any, job_id: str, fs_id: str, browser: Any, reps: int, job
     from tests.service.helpers import free_port
 
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, runner=IdleRunner), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:

@@ -24,7 +24,11 @@ servers against raw in-process ONNX Runtime on the fused graph (same thread sett
 The fused baseline is also the "merged session for a dominant subset" figure: a fused session serving one
 subset, against the split parts serving the same subset.
 
-Run: ``nice -n 5 .venv/bin/python bench/mixed.py [--seconds 8]``. The last output line is JSON.
+Each factor set runs ``--rounds`` rounds of the three traffic kinds in rotated order and reports each kind's median
+round, with the server's CPU time per request (user + system of the server process, from /proc): a cost that
+other processes on the machine inflate far less than they inflate wall-clock throughput.
+
+Run: ``nice -n 5 .venv/bin/python bench/mixed.py [--seconds 8] [--rounds 3]``. The last output line is JSON.
 """
 
 from __future__ import annotations
@@ -102,6 +106,13 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) the process has used: a cost per request that other processes'
+    load does not inflate the way it inflates wall-clock throughput."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def body(name: str, tasks: list[str], npy: str) -> bytes:
     return json.dumps({"factor_set": name, "tasks": tasks, "inputs": npy}).encode()
 
@@ -125,7 +136,13 @@ async def mixed_throughput(port: int, raws: list[bytes], concurrency: int, secon
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - began
-    return {"rps": counts[0] / wall, "errors": errors[0], "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99)}
+    return {
+        "rps": counts[0] / wall,
+        "wall_s": wall,
+        "errors": errors[0],
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+    }
 
 
 def one_subset(tasks: dict[str, int]) -> list[str]:
@@ -172,16 +189,31 @@ async def _measure_set(
     plan = traffic(port, name, tasks, npy, seed=1)
     idle = rss_mib(proc.pid)
     out: dict[str, Any] = {"rss_idle_mib": round(idle, 1)}
-    for kind in ("one", "uniform", "zipf"):
-        await mixed_throughput(port, plan[kind][:512], args.concurrency, 1.0)  # warm-up
-        r = await mixed_throughput(port, plan[kind], args.concurrency, args.seconds)
-        r["rss_mib"] = rss_mib(proc.pid)
-        r["rss_growth_mib"] = r["rss_mib"] - idle
-        out[kind] = {k: round(v, 2) for k, v in r.items()}
-        print(
-            f"{label:10s} {kind:8s} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
-            f"RSS {r['rss_mib']:7.1f} MiB (+{r['rss_growth_mib']:.1f})  errors {r['errors']}"
-        )
+    kinds = ("one", "uniform", "zipf")
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
+    for round_ in range(args.rounds):
+        for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:  # rotated: no kind always runs first
+            await mixed_throughput(port, plan[kind][:512], args.concurrency, 1.0)  # warm-up
+            cpu = cpu_seconds(proc.pid)
+            r = await mixed_throughput(port, plan[kind], args.concurrency, args.seconds)
+            r["cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - cpu) / max(r["rps"] * r["wall_s"], 1)
+            r["rss_mib"] = rss_mib(proc.pid)
+            r["rss_growth_mib"] = r["rss_mib"] - idle
+            runs[kind].append(r)
+            print(
+                f"{label:10s} {kind:8s} {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  "
+                f"server CPU {r['cpu_ms_per_request']:.3f} ms/req  RSS {r['rss_mib']:7.1f} MiB "
+                f"(+{r['rss_growth_mib']:.1f})  errors {r['errors']}"
+            )
+    for kind in kinds:  # the median round of each kind (by throughput); RSS after the last round
+        ranked = sorted(runs[kind], key=lambda r: r["rps"])
+        median = dict(ranked[len(ranked) // 2])
+        median["rss_mib"], median["rss_growth_mib"] = runs[kind][-1]["rss_mib"], runs[kind][-1]["rss_growth_mib"]
+        median["errors"] = sum(r["errors"] for r in runs[kind])
+        out[kind] = {k: round(v, 3) for k, v in median.items()}
+    out["cpu_per_request_uniform_vs_one"] = round(
+        out["uniform"]["cpu_ms_per_request"] / out["one"]["cpu_ms_per_request"], 3
+    )
     one = out["one"]
     out["uniform_vs_one"] = round(out["uniform"]["rps"] / one["rps"], 3)
     out["zipf_vs_one"] = round(out["zipf"]["rps"] / one["rps"], 3)
@@ -196,7 +228,9 @@ async def _measure_set(
     runs, rows = _metric(text, "kf_ckn_runs_total"), _metric(text, "kf_ckn_rows_total")
     out["rows_per_ckn_run"] = round(rows / max(runs, 1), 2)
     print(
-        f"{label:10s} uniform/one {out['uniform_vs_one']:.2f}  zipf/one {out['zipf_vs_one']:.2f}  RSS growth "
+        f"{label:10s} uniform/one {out['uniform_vs_one']:.2f}  zipf/one {out['zipf_vs_one']:.2f}  (medians of "
+        f"{args.rounds} rounds; server CPU per request uniform/one {out['cpu_per_request_uniform_vs_one']:.2f})  "
+        "RSS growth "
         f"all/one {out['rss_growth_ratio']:.2f}  compositions {out['compositions']:.0f}  evictions "
         f"{out['evictions']:.0f}  rows per CKN run {out['rows_per_ckn_run']}"
     )
@@ -297,6 +331,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each throughput run")
     parser.add_argument("--requests", type=int, default=300, help="sequential requests for the latency runs")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of one/uniform/zipf, order rotated; medians")
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="git revision of the fused-graph runtime")
     parser.add_argument("--sets", default="dsprites5,resnet18,tasks10", help="which factor sets to run")
     args = parser.parse_args()

@@ -32,7 +32,7 @@ from service.serving.batching import SharedBatcher
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
 
-__all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_class_names"]
+__all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_class_names", "group_heads"]
 
 COMBINED = "combined"
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
@@ -62,11 +62,7 @@ class Route:
     assembly_id: None = None  # served from the parts: no fused graph is involved
 
     def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
-        """Per head (task or "combined"): its logits and probability outputs."""
-        by_task: dict[str, dict[str, OutputInfo]] = {}
-        for o in self.outputs:
-            by_task.setdefault(o.task, {})[o.kind] = o
-        return [(t, d["logits"], d["probs"]) for t, d in by_task.items()]
+        return group_heads(self.outputs)
 
 
 Span = tuple[int, int, Route]  # rows [start, stop) of a batch, and the route its request asked for
@@ -257,6 +253,14 @@ class ResidentSet:
             return out
 
         return run_tasks
+
+
+def group_heads(outputs: Sequence[OutputInfo]) -> list[tuple[str, OutputInfo, OutputInfo]]:
+    """Per head (task or "combined"), in order: its logits and probability outputs."""
+    by_task: dict[str, dict[str, OutputInfo]] = {}
+    for o in outputs:
+        by_task.setdefault(o.task, {})[o.kind] = o
+    return [(t, d["logits"], d["probs"]) for t, d in by_task.items()]
 
 
 def combined_class_names(fs: FactorSetInfo, tasks: Sequence[str]) -> list[str]:

@@ -9,12 +9,10 @@ one session per part, loaded once (single-flight, sha256-verified, warmed up) ho
 for. A subset is a route, built in microseconds; nothing is composed and nothing is written on the request
 path. Requests for any subsets of one factor set share one :class:`SharedBatcher`: the CKN runs once per batch.
 
-**Fused assemblies** (``POST /v1/assemblies``, the portable product) are composed, verified and stored as one
-graph with its catalog row. Key = (factor set id, tasks in the factor set's order, combined, provider).
-If the catalog already holds the graph, its bytes are read from the artifact store, verified, and loaded: no
-composition. A stored graph that fails its sha256 check is not served: it is rebuilt from the verified parts and
-the good bytes replace the bad file. Concurrent requests for a missing key share one build (``state``: ``hit``,
-``miss``, ``shared``).
+**Fused assemblies** (``POST /v1/assemblies``, the portable product) are built by
+:class:`service.serving.assemblies.AssemblyBuilder` and cached here by (factor set id, tasks in the factor set's
+order, combined, provider). Concurrent requests for a missing key share one build (``state``: ``hit``, ``miss``,
+``shared``).
 
 **Cache.** Resident sets (each part counted once) and fused sessions share one LRU bounded by
 ``KF_CACHE_BYTES``; ``KF_PIN`` pins factor sets, which are never evicted.
@@ -26,7 +24,6 @@ Building runs on a thread pool, inference on a one-thread executor (ORT parallel
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -36,64 +33,28 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from kf_core import FactorParts, assemble_bytes, assemble_session, check_batch, ort
-from service.catalog import queries as catalog
+from kf_core import FactorParts, assemble_session, check_batch
 from service.catalog.artifacts import ArtifactStore
-from service.catalog.db import session_scope
 from service.config import Settings
-from service.errors import ArtifactError, InvalidInputError
+from service.errors import InvalidInputError
+from service.serving.assemblies import AssemblyBuilder, CacheKey, Entry
 from service.serving.batching import MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
 
-__all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]
+__all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]  # Entry: see assemblies
 
 log = logging.getLogger(__name__)
 
-ONNX = "application/onnx"
 _CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, see service.config)
 _RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
 
-CacheKey = tuple[uuid.UUID, tuple[str, ...], bool, str]
 ResidentKey = tuple[uuid.UUID, str]
-
-
-@dataclass
-class Entry:
-    """A ready assembly: its catalog row, its session and its batcher."""
-
-    key: CacheKey
-    assembly_id: uuid.UUID
-    factor_set: FactorSetInfo
-    tasks: tuple[str, ...]
-    combined: bool
-    graph_sha256: str
-    size_bytes: int
-    source: str  # "composed" (built here) or "stored" (loaded from the artifact store)
-    session: Any
-    input_name: str
-    input_shape: list[int | None]  # [None, C, H, W]
-    outputs: list[OutputInfo]
-    batcher: MicroBatcher | None = None
-    build_ms: float = 0.0
-    provider: str = ""  # what the session really runs on: session.get_providers()[0]
-
-    def run(self, x: np.ndarray) -> list[np.ndarray]:
-        result: list[np.ndarray] = self.session.run([o.name for o in self.outputs], {self.input_name: x})
-        return result
-
-    def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
-        """Per head (task or "combined"): its logits and probability outputs."""
-        by_task: dict[str, dict[str, OutputInfo]] = {}
-        for o in self.outputs:
-            by_task.setdefault(o.task, {})[o.kind] = o
-        return [(t, d["logits"], d["probs"]) for t, d in by_task.items()]
 
 
 @dataclass
@@ -144,7 +105,6 @@ class Runtime:
         self.batch_wait_s = wait_ms / 1000
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
-        self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-store")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
         self._cache: OrderedDict[CacheKey, Entry] = OrderedDict()
@@ -157,6 +117,9 @@ class Runtime:
         self.cache_bytes = 0
         self.stats = RuntimeStats()
         self.pins_ready = not parse_pins(settings.pin)
+        self._builder = AssemblyBuilder(
+            factory, store, self.provider, threads=self.threads, parts=self._parts, stats=self.stats
+        )
 
     # ----------------------------------------------------------------- factor sets
     async def resolve(self, ref: str) -> FactorSetInfo:
@@ -299,7 +262,7 @@ class Runtime:
     ) -> Entry:
         loop = asyncio.get_running_loop()
         try:
-            entry = await loop.run_in_executor(self._build_pool, self._build, key, fs, names, combined)
+            entry = await loop.run_in_executor(self._build_pool, self._builder.build, key, fs, names, combined)
         finally:
             del self._inflight[key]
         entry.batcher = MicroBatcher(
@@ -346,7 +309,7 @@ class Runtime:
     def close(self) -> None:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
         self._build_pool.shutdown(wait=False, cancel_futures=True)
-        self._store_pool.shutdown(wait=False, cancel_futures=True)
+        self._builder.close()
         self._cache.clear()
         self._resident.clear()
 
@@ -382,104 +345,6 @@ class Runtime:
             self.stats.evictions += 1
             log.info("cache: evicted factor set %s (%d bytes)", gone.factor_set.name, gone.size_bytes)
 
-    # ----------------------------------------------------------------- building (worker threads)
-    def _build(self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool) -> Entry:
-        started = time.perf_counter()
-        tasks_key = ",".join(sorted(names))
-        with self._factory() as session:
-            row = catalog.find_assembly(session=session, factor_set_id=fs.id, tasks_key=tasks_key, combined=combined)
-            stored = (row.id, row.graph_artifact.sha256, row.graph_artifact.size_bytes) if row is not None else None
-        session_obj: Any = None
-        source = "stored"
-        if stored is not None:
-            try:
-                session_obj = self._stored_session(stored[1], stored[2])
-                assembly_id, sha, size = stored
-                self.stats.loads += 1
-            except ArtifactError as exc:
-                log.warning("stored graph of assembly %s refused (%s); rebuilding it from the parts", stored[0], exc)
-                self.stats.rebuilds += 1
-        if session_obj is None:
-            source = "composed"
-            parts = self._parts(fs)
-            # Storing (portable graph, artifact, catalog row) runs beside the session's creation: two cores, half
-            # the wait. The request returns once both are done, so the id it reports is always in the catalog.
-            stored_future = self._store_pool.submit(self._store_graph, parts, fs, names, combined)
-            if self.provider.name == CPU:
-                session_obj = assemble_session(parts, list(names), combined=combined, threads=self.threads)
-                assembly_id, sha, size = stored_future.result()
-            else:
-                assembly_id, sha, size = stored_future.result()
-                session_obj = self._stored_session(sha, size)
-        entry = _entry(key, assembly_id, fs, names, combined, sha, size, source, session_obj)
-        entry.provider = str(session_obj.get_providers()[0])
-        if entry.provider != self.provider.name:
-            log.warning(
-                "assembly %s runs on %s, not %s: ONNX Runtime fell back for this graph",
-                assembly_id,
-                entry.provider,
-                self.provider.name,
-            )
-        # Warm-up: the first run allocates ORT's buffers and (on CUDA) initialises kernels; no client pays for it.
-        entry.run(np.zeros((1, *(d or 1 for d in entry.input_shape[1:])), dtype=np.float32))
-        entry.build_ms = 1000 * (time.perf_counter() - started)
-        return entry
-
-    def _store_graph(
-        self, parts: FactorParts, fs: FactorSetInfo, names: tuple[str, ...], combined: bool
-    ) -> tuple[uuid.UUID, str, int]:
-        data = assemble_bytes(parts, list(names), combined=combined)
-        put = self._store.put_bytes(data, durable=False)  # derived: a lost or torn file is rebuilt on read
-        self.stats.compositions += 1
-        with session_scope(self._factory) as session:
-            assembly_id = catalog.record_assembly(
-                session=session, factor_set_id=fs.id, tasks=names, combined=combined, stored=put, media_type=ONNX
-            )
-        return assembly_id, put.sha256, put.size
-
-    def _stored_session(self, sha256: str, size: int) -> Any:
-        """A session over a graph in the artifact store (verified), optimised by ORT as it is created."""
-        data = self._store.read_bytes(sha256, size=size)
-        return ort.create_session(data, providers=self.provider.providers, options=ort.session_options(self.threads))
-
     def _parts(self, fs: FactorSetInfo) -> FactorParts:
         with self._parts_lock:  # one thread copies a factor set's parts; the others then find them in place
             return materialize_parts(self._store, fs, self._parts_dir / fs.manifest_sha256)
-
-
-def _entry(
-    key: CacheKey,
-    assembly_id: uuid.UUID,
-    fs: FactorSetInfo,
-    names: tuple[str, ...],
-    combined: bool,
-    sha: str,
-    size: int,
-    source: str,
-    session: Any,
-) -> Entry:
-    desc = json.loads(session.get_modelmeta().custom_metadata_map["kf_assembly"])
-    outputs: list[OutputInfo] = []
-    heads = [(t["name"], t["logits"], t["probs"], t["class_names"]) for t in desc["tasks"]]
-    if desc.get("combined"):
-        c = desc["combined"]
-        heads.append(("combined", c["logits"], c["probs"], c["class_names"]))
-    for task, logits, probs, class_names in heads:
-        labels = [str(n) for n in class_names]
-        outputs += [OutputInfo(logits, task, "logits", labels), OutputInfo(probs, task, "probs", labels)]
-    graph_input = session.get_inputs()[0]
-    shape: list[int | None] = [None, *(int(d) for d in desc["input"]["shape"][1:])]
-    return Entry(
-        key=key,
-        assembly_id=assembly_id,
-        factor_set=fs,
-        tasks=names,
-        combined=combined,
-        graph_sha256=sha,
-        size_bytes=size,
-        source=source,
-        session=session,
-        input_name=graph_input.name,
-        input_shape=shape,
-        outputs=outputs,
-    )

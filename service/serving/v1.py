@@ -14,7 +14,8 @@ import orjson
 
 from service.errors import InvalidInputError
 from service.schemas import AssemblyOutput, AssemblyPublic, FactorSetBrief, PredictRequest, TensorSpec
-from service.serving.runtime import Entry, Route, Runtime
+from service.serving.assemblies import Entry
+from service.serving.runtime import Route, Runtime
 
 __all__ = ["assembly_public", "decode_inputs", "predict", "predictions_json"]
 

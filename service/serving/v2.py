@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kf_core import COMBINED
 from service.errors import InvalidInputError
+from service.serving.assemblies import Entry
 from service.serving.refs import FactorSetInfo
-from service.serving.runtime import Entry, Route, Runtime
+from service.serving.runtime import Route, Runtime
 
 __all__ = [
     "InferRequest",
