@@ -24,6 +24,7 @@ Building runs on a thread pool, inference on a one-thread executor (ORT parallel
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -114,12 +115,18 @@ class Runtime:
         self._loading: dict[ResidentKey, asyncio.Task[ResidentSet]] = {}
         self._resolved: dict[str, tuple[float, FactorSetInfo]] = {}
         self._resolving: dict[str, asyncio.Future[FactorSetInfo]] = {}
-        self.cache_bytes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # set on first use: budget checks run on it
         self.stats = RuntimeStats()
         self.pins_ready = not parse_pins(settings.pin)
         self._builder = AssemblyBuilder(
             factory, store, self.provider, threads=self.threads, parts=self._parts, stats=self.stats
         )
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes under ``KF_CACHE_BYTES``: each resident set's parts once (plus its dominant subset's fused session,
+        if it has one) and every cached fused assembly."""
+        return sum(e.size_bytes for e in self._cache.values()) + sum(r.size_bytes for r in self._resident.values())
 
     # ----------------------------------------------------------------- factor sets
     async def resolve(self, ref: str) -> FactorSetInfo:
@@ -187,7 +194,7 @@ class Runtime:
         return list(self._resident.values())
 
     async def _load_resident(self, key: ResidentKey, fs: FactorSetInfo) -> ResidentSet:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             resident = await loop.run_in_executor(self._build_pool, self._load_resident_sync, fs)
         finally:
@@ -201,7 +208,6 @@ class Runtime:
         )
         resident.promote = lambda route: self._promote(resident, route)
         self._resident[key] = resident
-        self.cache_bytes += resident.size_bytes
         self.stats.resident_loads += 1
         self._enforce_budget(keep=key)
         return resident
@@ -223,7 +229,12 @@ class Runtime:
         except Exception:  # the parts keep serving this subset; nothing is lost
             log.exception("fused session for %s %s failed to build", resident.factor_set.name, route.tasks)
             return
-        resident.set_fused(route, session)
+        # Its weights are a second copy of the subset's parts (ORT-optimised pieces): counted against the budget.
+        size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in route.tasks)
+        resident.set_fused(route, session, size_bytes=size)
+        if self._loop is not None:  # the cache belongs to the event loop's thread: check the budget there
+            key: ResidentKey = (resident.factor_set.id, self.provider.name)
+            self._loop.call_soon_threadsafe(functools.partial(self._enforce_budget, keep=key))
         log.info("dominant subset %s of %s now served by its fused session", route.tasks, resident.factor_set.name)
 
     def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
@@ -318,7 +329,6 @@ class Runtime:
 
     def _insert(self, entry: Entry) -> None:
         self._cache[entry.key] = entry
-        self.cache_bytes += entry.size_bytes
         self._enforce_budget(keep=entry.key)
 
     def _enforce_budget(self, *, keep: CacheKey | ResidentKey) -> None:
@@ -330,7 +340,6 @@ class Runtime:
             if key == keep or key in self._pinned:
                 continue
             evicted = self._cache.pop(key)
-            self.cache_bytes -= evicted.size_bytes
             self.stats.evictions += 1
             log.info(
                 "cache: evicted assembly %s %s (%d bytes)", evicted.factor_set.name, evicted.tasks, evicted.size_bytes
@@ -341,7 +350,6 @@ class Runtime:
             if rkey == keep or rkey in self._pinned:
                 continue
             gone = self._resident.pop(rkey)  # queued requests still hold it and finish
-            self.cache_bytes -= gone.size_bytes
             self.stats.evictions += 1
             log.info("cache: evicted factor set %s (%d bytes)", gone.factor_set.name, gone.size_bytes)
 
