@@ -16,6 +16,7 @@ __all__ = [
     "AssemblyCreate",
     "AssemblyOutput",
     "AssemblyPublic",
+    "DatasetInfo",
     "DatasetPublic",
     "DatasetSpec",
     "DatasetsPublic",
@@ -33,6 +34,7 @@ __all__ = [
     "SamplesPublic",
     "TaskIn",
     "TaskPrediction",
+    "TeacherInfo",
     "TeacherPublic",
     "TeacherSpec",
     "TeachersPublic",
@@ -100,11 +102,10 @@ class ArtifactPublic(_Out):
         return f"/v1/artifacts/{self.sha256}"
 
 
-class TeacherPublic(_Out):
-    id: uuid.UUID
-    name: str
+class TeacherInfo(_Out):
+    """What validating a teacher file learned: every catalog column of a teacher besides its name and file."""
+
     format: str
-    filename: str
     input_shape: list[int]
     outputs: dict[str, str | int]
     output_sizes: dict[str, int]
@@ -112,6 +113,12 @@ class TeacherPublic(_Out):
     feature_dims: list[int]
     class_names: dict[str, list[str]]
     tasks: list[dict[str, Any]]
+
+
+class TeacherPublic(TeacherInfo):
+    id: uuid.UUID
+    name: str
+    filename: str
     description: str
     artifact: ArtifactPublic
     created_at: dt.datetime
@@ -130,13 +137,18 @@ class DatasetSpec(_In):
     description: str = Field(default="", max_length=10_000)
 
 
-class DatasetPublic(_Out):
-    id: uuid.UUID
-    name: str
-    source: str
+class DatasetInfo(_Out):
+    """What validating a dataset learned: its input shape, label columns with their class names, and size."""
+
     input_shape: list[int]
     classes: dict[str, list[str]]
     num_samples: int
+
+
+class DatasetPublic(DatasetInfo):
+    id: uuid.UUID
+    name: str
+    source: str
     description: str
     artifact: ArtifactPublic | None
     created_at: dt.datetime
