@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.engine_demo import demo_recipe, run_demo
     from kf_core.errors import KfError
     from kf_core.export import export_factor_set
+    from kf_core.extend import extend_tasks, remove_tasks, run_extension
     from kf_core.factor import FactorConfig, FactorNet, NetSpec
     from kf_core.loop import Callback, TrainConfig, TrainState
     from kf_core.nets import create_net, list_nets
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.tasks import TaskSpec, class_groups, one_vs_all, select_tasks, validate_tasks
     from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher
     from kf_core.train import factorize, fit_teacher
+    from kf_core.verify import verify_factor_set
 
 _EXPORTS: dict[str, str] = {
     # errors
@@ -74,6 +76,9 @@ _EXPORTS: dict[str, str] = {
     "list_recipes": "kf_core.recipes",
     "run_factorization": "kf_core.pipeline",
     "run_teacher_fit": "kf_core.pipeline",
+    "extend_tasks": "kf_core.extend",
+    "run_extension": "kf_core.extend",
+    "remove_tasks": "kf_core.extend",
     # export and assembly
     "export_factor_set": "kf_core.export",
     "load_parts": "kf_core.assemble",
@@ -96,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "assemble_session": "kf_core.assemble",
     "check_batch": "kf_core.predict",
     "predict_file": "kf_core.predict",
+    "verify_factor_set": "kf_core.verify",
 }
 
 __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the two equal)
@@ -126,6 +132,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "demo_recipe",
     "dsprites_class_names",
     "export_factor_set",
+    "extend_tasks",
     "factorize",
     "fit_teacher",
     "get_recipe",
@@ -141,12 +148,15 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "one_vs_all",
     "predict_file",
     "register_net",
+    "remove_tasks",
     "run_demo",
+    "run_extension",
     "run_factorization",
     "run_teacher_fit",
     "save_teacher",
     "select_tasks",
     "validate_tasks",
+    "verify_factor_set",
 ]
 
 

@@ -162,17 +162,13 @@ def factorize(
         metrics = {"loss_infomax": l_feat}
         for t in tasks:
             target = t_logits[t.output][ti][:, classes[t.name]].to(device)
-            s = out.logits[t.name]
-            l_kd = distillation_loss(t, s, target, cfg)
             y = labels[t.name][ti].to(device)
-            l_cls = losses.label_smoothing_ce(s, y, cfg.label_smoothing)
+            l_kd, l_cls, acc = supervised_terms(t, out.logits[t.name], target, y, cfg)
             l_task = losses.label_smoothing_ce(out.aux_logits[t.name], y, cfg.label_smoothing)
             logvar = out.logvar[t.name]
             mu = out.mu[t.name]
             l_min = losses.gaussian_kl(mu, logvar) if logvar is not None else losses.batch_moment_kl(mu)
             total = total + cfg.lambda_kd * l_kd + l_cls + cfg.task_weight * l_task + cfg.beta * l_min
-            keep = y >= 0
-            acc = ((s.argmax(1) == y) & keep).sum() / keep.sum().clamp(min=1)
             metrics.update(
                 {
                     f"{t.name}/loss_kd": l_kd,
@@ -232,6 +228,19 @@ def distillation_loss(task: TaskSpec, student: torch.Tensor, teacher: torch.Tens
     if task.is_class_subset or cfg.kd == "mse":
         return losses.logit_mse_loss(student, teacher)
     return losses.kd_loss(student, teacher, cfg.temperature)
+
+
+def supervised_terms(
+    task: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The per-task terms every student pays (factorize and the KD baseline alike): the distillation loss
+    (:func:`distillation_loss`), the label-smoothed cross-entropy on ``labels`` (-1: unlabelled, skipped), and the
+    batch's training accuracy over the labelled rows."""
+    l_kd = distillation_loss(task, student, teacher, cfg)
+    l_cls = losses.label_smoothing_ce(student, labels, cfg.label_smoothing)
+    keep = labels >= 0
+    acc = ((student.argmax(1) == labels) & keep).sum() / keep.sum().clamp(min=1)
+    return l_kd, l_cls, acc
 
 
 def run_defining_config(cfg: TrainConfig) -> dict[str, object]:

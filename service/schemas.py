@@ -16,6 +16,7 @@ __all__ = [
     "AssemblyCreate",
     "AssemblyOutput",
     "AssemblyPublic",
+    "DatasetInfo",
     "DatasetPublic",
     "DatasetSpec",
     "DatasetsPublic",
@@ -33,6 +34,7 @@ __all__ = [
     "SamplesPublic",
     "TaskIn",
     "TaskPrediction",
+    "TeacherInfo",
     "TeacherPublic",
     "TeacherSpec",
     "TeachersPublic",
@@ -100,11 +102,10 @@ class ArtifactPublic(_Out):
         return f"/v1/artifacts/{self.sha256}"
 
 
-class TeacherPublic(_Out):
-    id: uuid.UUID
-    name: str
+class TeacherInfo(_Out):
+    """What validating a teacher file learned: every catalog column of a teacher besides its name and file."""
+
     format: str
-    filename: str
     input_shape: list[int]
     outputs: dict[str, str | int]
     output_sizes: dict[str, int]
@@ -112,6 +113,12 @@ class TeacherPublic(_Out):
     feature_dims: list[int]
     class_names: dict[str, list[str]]
     tasks: list[dict[str, Any]]
+
+
+class TeacherPublic(TeacherInfo):
+    id: uuid.UUID
+    name: str
+    filename: str
     description: str
     artifact: ArtifactPublic
     created_at: dt.datetime
@@ -130,13 +137,18 @@ class DatasetSpec(_In):
     description: str = Field(default="", max_length=10_000)
 
 
-class DatasetPublic(_Out):
-    id: uuid.UUID
-    name: str
-    source: str
+class DatasetInfo(_Out):
+    """What validating a dataset learned: its input shape, label columns with their class names, and size."""
+
     input_shape: list[int]
     classes: dict[str, list[str]]
     num_samples: int
+
+
+class DatasetPublic(DatasetInfo):
+    id: uuid.UUID
+    name: str
+    source: str
     description: str
     artifact: ArtifactPublic | None
     created_at: dt.datetime
@@ -184,6 +196,48 @@ class JobCreate(_In):
 
     @model_validator(mode="after")
     def _one_dataset(self) -> JobCreate:
+        if (self.dataset is None) == (self.dataset_id is None):
+            raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
+        return self
+
+
+class FactorSetExtend(_In):
+    """``POST /v1/factor-sets/{ref}/tasks``: train new tasks against the factor set's frozen CKN (a job)."""
+
+    tasks: list[str | TaskIn] = Field(
+        min_length=1, description="the new tasks: names of the teacher's tasks or objects"
+    )
+    teacher_id: uuid.UUID | None = Field(
+        default=None, description="teacher to distil the new tasks from (default: the factor set's; same input)"
+    )
+    dataset: str | None = Field(default=None, description="a built-in dataset (default: the factor set's dataset)")
+    dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset (POST /v1/datasets)")
+    overrides: RecipeOverrides = Field(default_factory=RecipeOverrides)
+    max_attempts: int | None = Field(default=None, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> FactorSetExtend:
+        if self.dataset is not None and self.dataset_id is not None:
+            raise ValueError("give at most one of 'dataset' and 'dataset_id'")
+        return self
+
+
+class TasksRemove(_In):
+    """``POST /v1/factor-sets/{ref}/remove-tasks``: a new version without these tasks (parts reused)."""
+
+    tasks: list[str] = Field(min_length=1, description="names of the tasks to leave out")
+
+
+class FactorSetImport(_In):
+    """The JSON ``spec`` of ``POST /v1/factor-sets/import``: where the imported run's factor set belongs."""
+
+    name: Name = Field(description="name to register it under (the next version of that name)")
+    teacher_id: uuid.UUID = Field(description="the teacher the run distilled (already uploaded)")
+    dataset: str | None = Field(default=None, description="a built-in dataset it was trained on")
+    dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset it was trained on")
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> FactorSetImport:
         if (self.dataset is None) == (self.dataset_id is None):
             raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
         return self

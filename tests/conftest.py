@@ -269,37 +269,33 @@ def factory(migrated: Any) -> Iterator[Any]:
 def make_job(session: Any, store: Any) -> Any:
     """A queued job row (max 2 attempts, factor set name "fs") on built-in digits and a stand-in teacher."""
     from service.catalog import queries as catalog
+    from service.schemas import TeacherInfo
 
     stored = store.put_bytes(b"teacher bytes")
     artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")
+    info = TeacherInfo(
+        format="onnx",
+        input_shape=[1, 8, 8],
+        outputs={"digit": "digit"},
+        output_sizes={"digit": 10},
+        features=[],
+        feature_dims=[],
+        class_names={},
+        tasks=[],
+    )
     teacher = catalog.create_teacher(
-        session=session,
-        artifact=artifact,
-        fields={
-            "name": "t",
-            "format": "onnx",
-            "filename": "t.onnx",
-            "input_shape": [1, 8, 8],
-            "outputs": {"digit": "digit"},
-            "output_sizes": {"digit": 10},
-            "features": [],
-            "feature_dims": [],
-            "class_names": {},
-            "tasks": [],
-        },
+        session=session, name="t", filename="t.onnx", description="", info=info, artifact=artifact
     )
     dataset = catalog.ensure_builtin_dataset(session=session, name="digits", classes={"digit": list("0123456789")})
     job = catalog.create_job(
         session=session,
-        fields={
-            "teacher_id": teacher.id,
-            "dataset_id": dataset.id,
-            "recipe": {},
-            "factor_set_name": "fs",
-            "queue": "kf",
-            "max_attempts": 2,
-            "epochs": 1,
-        },
+        teacher_id=teacher.id,
+        dataset_id=dataset.id,
+        recipe={},
+        factor_set_name="fs",
+        queue="kf",
+        max_attempts=2,
+        epochs=1,
     )
     session.commit()
     return job

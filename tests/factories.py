@@ -139,3 +139,18 @@ def exported_run_dir(run_dir: Path) -> dict[str, Any]:
     report = {"recipe": "digits", "tasks": {t.name: dict(task_metrics) for t in tasks}, "history": []}
     (run_dir / "report.json").write_text(json.dumps(report))
     return report
+
+
+def make_keys(session: Any) -> dict[str, str]:
+    """An admin key ("ops") and a predict key ("app") in the catalog (committed), by scope: their plaintexts."""
+    from service.catalog.keys import create_key
+
+    _, admin = create_key(session=session, scope="admin", name="ops")
+    _, predict = create_key(session=session, scope="predict", name="app")
+    session.commit()
+    return {"admin": admin, "predict": predict}
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The request header that presents ``key``."""
+    return {"Authorization": f"Bearer {key}"}

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from kf_core import losses
 from kf_core.accuracy import labelled_accuracy
 from kf_core.data.base import ArrayDataset
 from kf_core.errors import ModelFileError
@@ -34,7 +33,7 @@ from kf_core.tasks import TaskSpec, task_labels, validate_tasks
 from kf_core.teacher import MultiHeadNet, Teacher
 
 # The teacher-target pass and label rule are the factorization's own, so both models see identical targets.
-from kf_core.train import batch_images, distillation_loss, labels_for, run_defining_config, teacher_targets
+from kf_core.train import batch_images, labels_for, run_defining_config, supervised_terms, teacher_targets
 
 __all__ = ["BaselineRun", "count_parameters", "factor_parameters", "load_baseline", "match_width", "train_baseline"]
 
@@ -131,16 +130,13 @@ def train_baseline(
         total = torch.zeros((), device=device)
         metrics: dict[str, torch.Tensor] = {}
         for t in tasks:
-            s = logits[t.name]
             target = t_logits[t.output][ti][:, classes[t.name]].to(device)
-            l_kd = distillation_loss(t, s, target, cfg)  # the same rule as factorize
             y = labels[t.name][ti].to(device)
-            l_cls = losses.label_smoothing_ce(s, y, cfg.label_smoothing)
+            l_kd, l_cls, acc = supervised_terms(t, logits[t.name], target, y, cfg)  # the same terms as factorize
             total = total + cfg.lambda_kd * l_kd + l_cls
-            keep = y >= 0
             metrics[f"{t.name}/loss_kd"] = l_kd
             metrics[f"{t.name}/loss_cls"] = l_cls
-            metrics[f"{t.name}/train_acc"] = ((s.argmax(1) == y) & keep).sum() / keep.sum().clamp(min=1)
+            metrics[f"{t.name}/train_acc"] = acc
         metrics["loss"] = total
         return total, metrics
 

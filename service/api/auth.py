@@ -3,6 +3,8 @@
     kf keys create --scope admin --name ops      # prints the key once; the catalog keeps its hash
     kf keys list | revoke PREFIX
 
+Creating, listing and revoking keys are catalog writes (``service.catalog.keys``); this module checks requests.
+
 Scopes: ``predict`` keys may predict and read everything; ``admin`` keys may also upload teachers and datasets and
 submit or cancel jobs. Health, readiness, server metadata and ``/metrics`` stay open (load balancers and
 Prometheus call them). While the catalog holds no active key the API is open to anyone who can reach it, which is
@@ -18,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -28,26 +28,16 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.catalog.db import utcnow
+from service.catalog.keys import has_active_keys, key_sha256
 from service.catalog.models import ApiKey
-from service.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from service.errors import ForbiddenError, UnauthorizedError
 
-__all__ = [
-    "CACHE_TTL_S",
-    "Authenticator",
-    "Principal",
-    "create_key",
-    "has_active_keys",
-    "list_keys",
-    "required_scope",
-    "revoke_key",
-]
+__all__ = ["CACHE_TTL_S", "Authenticator", "Principal", "required_scope"]
 
 CACHE_TTL_S = 5.0
-SCOPES = ("predict", "admin")
 _KEY = re.compile(r"^kf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _OPEN = frozenset({"/v1/health", "/v2", "/v2/health/live", "/v2/health/ready", "/metrics"})
-_ADMIN_PREFIXES = ("/v1/teachers", "/v1/datasets", "/v1/jobs")
+_ADMIN_PREFIXES = ("/v1/teachers", "/v1/datasets", "/v1/jobs", "/v1/factor-sets")
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
@@ -66,40 +56,6 @@ def required_scope(method: str, path: str) -> str | None:
     if method.upper() not in ("GET", "HEAD", "OPTIONS") and path.startswith(_ADMIN_PREFIXES):
         return "admin"
     return "predict"
-
-
-def _hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def create_key(*, session: Session, scope: str, name: str = "") -> tuple[ApiKey, str]:
-    """A new key: the row (hash only) and the plaintext, which is shown once and never stored."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    prefix = secrets.token_hex(6)
-    key = f"kf_{prefix}_{secrets.token_urlsafe(32)}"
-    row = ApiKey(name=name or f"{scope} key", prefix=prefix, key_sha256=_hash(key), scope=scope)
-    session.add(row)
-    session.flush()
-    return row, key
-
-
-def list_keys(*, session: Session) -> Sequence[ApiKey]:
-    return session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
-
-
-def revoke_key(*, session: Session, prefix: str) -> ApiKey:
-    row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if row is None:
-        raise NotFoundError("api key", prefix)
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
-    session.flush()
-    return row
-
-
-def has_active_keys(*, session: Session) -> bool:
-    return session.scalar(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is not None
 
 
 class Authenticator:
@@ -153,7 +109,7 @@ class Authenticator:
             return has_active_keys(session=session)
 
     async def _verify(self, key: str) -> Principal | None:
-        digest = _hash(key)
+        digest = key_sha256(key)
         hit = self._verified.get(digest)
         if hit is not None and time.monotonic() - hit[0] < CACHE_TTL_S:
             return hit[1]

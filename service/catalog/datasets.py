@@ -7,9 +7,7 @@ otherwise exhaust the API's memory during validation).
 
 from __future__ import annotations
 
-import dataclasses
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -18,18 +16,11 @@ from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactWriter
 from service.catalog.models import Dataset
 from service.errors import InvalidInputError
-from service.schemas import DatasetSpec
+from service.schemas import DatasetInfo, DatasetSpec
 
-__all__ = ["DatasetInfo", "builtin_classes", "inspect_dataset", "register_dataset"]
+__all__ = ["builtin_classes", "inspect_dataset", "register_dataset"]
 
 _INFLATE_FACTOR = 8
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    input_shape: list[int]
-    classes: dict[str, list[str]]
-    num_samples: int
 
 
 def builtin_classes(name: str) -> dict[str, list[str]]:
@@ -70,7 +61,8 @@ def register_dataset(*, session: Session, file: ArtifactWriter, spec: DatasetSpe
     info = inspect_dataset(file.path, spec, max_bytes=max_bytes)
     stored = file.commit()
     artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/x-npz")
-    fields = {**dataclasses.asdict(info), "name": spec.name, "description": spec.description}
-    dataset = catalog.create_dataset(session=session, fields=fields, artifact=artifact)
+    dataset = catalog.create_dataset(
+        session=session, name=spec.name, description=spec.description, info=info, artifact=artifact
+    )
     session.commit()
     return dataset

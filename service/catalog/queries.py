@@ -20,6 +20,7 @@ from service.catalog.db import utcnow
 from service.catalog.leases import lock_job
 from service.catalog.models import Artifact, Assembly, Base, Dataset, FactorSet, Job, JobStatus, Teacher
 from service.errors import ConflictError, NotFoundError
+from service.schemas import DatasetInfo, TeacherInfo
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -75,10 +76,27 @@ def get_artifact(*, session: Session, sha256: str) -> Artifact:
     return row
 
 
-def create_teacher(*, session: Session, fields: dict[str, Any], artifact: Artifact) -> Teacher:
+def create_teacher(
+    *, session: Session, name: str, filename: str, description: str, info: TeacherInfo, artifact: Artifact
+) -> Teacher:
     """Insert a validated teacher; a duplicate name is a :class:`ConflictError`."""
-    _check_unique_name(session, Teacher, fields["name"], "teacher")
-    return _insert_named(session, Teacher(artifact_id=artifact.id, artifact=artifact, **fields), "teacher")
+    _check_unique_name(session, Teacher, name, "teacher")
+    row = Teacher(
+        name=name,
+        filename=filename,
+        description=description,
+        format=info.format,
+        input_shape=info.input_shape,
+        outputs=info.outputs,
+        output_sizes=info.output_sizes,
+        features=info.features,
+        feature_dims=info.feature_dims,
+        class_names=info.class_names,
+        tasks=info.tasks,
+        artifact_id=artifact.id,
+        artifact=artifact,
+    )
+    return _insert_named(session, row, "teacher")
 
 
 def teacher_name_taken(*, session: Session, name: str) -> bool:
@@ -118,13 +136,22 @@ def ensure_builtin_dataset(*, session: Session, name: str, classes: dict[str, li
     return row
 
 
-def create_dataset(*, session: Session, fields: dict[str, Any], artifact: Artifact) -> Dataset:
-    if fields["name"] in BUILTIN_DATASETS:
-        raise ConflictError(f"dataset name {fields['name']!r} is reserved for the built-in dataset; choose another")
-    _check_unique_name(session, Dataset, fields["name"], "dataset")
-    return _insert_named(
-        session, Dataset(source="npz", artifact_id=artifact.id, artifact=artifact, **fields), "dataset"
+def create_dataset(*, session: Session, name: str, description: str, info: DatasetInfo, artifact: Artifact) -> Dataset:
+    """Insert a validated uploaded dataset; a duplicate or built-in name is a :class:`ConflictError`."""
+    if name in BUILTIN_DATASETS:
+        raise ConflictError(f"dataset name {name!r} is reserved for the built-in dataset; choose another")
+    _check_unique_name(session, Dataset, name, "dataset")
+    row = Dataset(
+        name=name,
+        description=description,
+        source="npz",
+        input_shape=info.input_shape,
+        classes=info.classes,
+        num_samples=info.num_samples,
+        artifact_id=artifact.id,
+        artifact=artifact,
     )
+    return _insert_named(session, row, "dataset")
 
 
 def get_dataset(*, session: Session, dataset_id: uuid.UUID) -> Dataset:
@@ -135,9 +162,32 @@ def list_datasets(*, session: Session, offset: int, limit: int) -> tuple[Sequenc
     return _page(session, select(Dataset), Dataset, offset, limit)
 
 
-def create_job(*, session: Session, fields: dict[str, Any]) -> Job:
+def create_job(
+    *,
+    session: Session,
+    teacher_id: uuid.UUID,
+    dataset_id: uuid.UUID,
+    recipe: dict[str, Any],
+    factor_set_name: str,
+    queue: str,
+    max_attempts: int,
+    epochs: int,
+) -> Job:
+    """Insert a queued job (the caller commits, then hands it to a runner)."""
     now = utcnow()
-    row = Job(status=JobStatus.queued.value, stage="queued", created_at=now, updated_at=now, **fields)
+    row = Job(
+        teacher_id=teacher_id,
+        dataset_id=dataset_id,
+        recipe=recipe,
+        factor_set_name=factor_set_name,
+        queue=queue,
+        max_attempts=max_attempts,
+        epochs=epochs,
+        status=JobStatus.queued.value,
+        stage="queued",
+        created_at=now,
+        updated_at=now,
+    )
     session.add(row)
     session.flush()
     return row

@@ -8,9 +8,7 @@ and pass ``onnx.checker`` (full check, with shape inference).
 
 from __future__ import annotations
 
-import dataclasses
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,29 +18,15 @@ from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactWriter
 from service.catalog.models import Teacher
 from service.errors import ConflictError, InvalidInputError
-from service.schemas import TeacherSpec
+from service.schemas import TeacherInfo, TeacherSpec
 
 if TYPE_CHECKING:
     from kf_core import Teacher as KfTeacher
 
-__all__ = ["TeacherInfo", "detect_format", "inspect_teacher", "open_teacher", "register_teacher"]
+__all__ = ["detect_format", "inspect_teacher", "open_teacher", "register_teacher"]
 
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}  # kf_core picks the loader by suffix
 _MEDIA = {"onnx": "application/onnx", "torchscript": "application/x-torchscript"}
-
-
-@dataclass(frozen=True)
-class TeacherInfo:
-    """What validation learned about a teacher: everything the catalog row needs besides name and file."""
-
-    format: str
-    input_shape: list[int]
-    outputs: dict[str, str | int]
-    output_sizes: dict[str, int]
-    features: list[str | int]
-    feature_dims: list[int]
-    class_names: dict[str, list[str]]
-    tasks: list[dict[str, Any]]
 
 
 def detect_format(path: Path) -> str:
@@ -195,7 +179,13 @@ def register_teacher(*, session: Session, file: ArtifactWriter, filename: str, s
     info = inspect_teacher(file.path, spec)
     stored = file.commit()
     artifact = catalog.record_artifact(session=session, stored=stored, media_type=_MEDIA[info.format])
-    fields = {**dataclasses.asdict(info), "name": spec.name, "description": spec.description}
-    teacher = catalog.create_teacher(session=session, fields=fields | {"filename": filename}, artifact=artifact)
+    teacher = catalog.create_teacher(
+        session=session,
+        name=spec.name,
+        filename=filename,
+        description=spec.description,
+        info=info,
+        artifact=artifact,
+    )
     session.commit()
     return teacher

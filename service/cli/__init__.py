@@ -10,6 +10,7 @@ API client (``service.cli.client``; --api or KF_API_URL, default http://127.0.0.
     kf teachers upload FILE --spec SPEC.json | list | show ID
     kf jobs submit --teacher ID --dataset dsprites [--tasks a,b] [--epochs N] [--set train.lr=0.01] [--wait]
     kf jobs list [--status S] | show ID | cancel ID
+    kf factor-sets extend REF --tasks t [--wait] | remove-tasks REF --tasks t | import RUN_DIR --name N ...
 
 Errors a user can cause print one line saying what to fix and exit with status 2.
 """
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from service.cli.client import ApiError, add_client_commands
 from service.cli.engine import add_engine_commands
 from service.cli.evaluate import add_evaluate_command, cmd_evaluate
+from service.cli.factor_sets import add_factor_set_commands
 from service.cli.ops import add_ops_commands
 
 __all__ = ["main"]
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     add_evaluate_command(sub).set_defaults(handler=cmd_evaluate)
     add_ops_commands(sub)
     add_client_commands(sub)
+    add_factor_set_commands(sub)
     return parser
 
 

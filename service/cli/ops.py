@@ -87,8 +87,8 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _bind_problem(host: str, settings: Any) -> str | None:
     """Why the server must not listen on ``host``: open access (no API keys) beyond this machine."""
-    from service.api.auth import has_active_keys
     from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.keys import has_active_keys
 
     engine = make_engine(settings)
     try:
@@ -115,7 +115,7 @@ def _bind_problem(host: str, settings: Any) -> str | None:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    from service.api.auth import create_key
+    from service.catalog.keys import create_key
 
     with _session() as session:
         row, key = create_key(session=session, scope=args.scope, name=args.name)
@@ -126,7 +126,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(_args: argparse.Namespace) -> int:
-    from service.api.auth import list_keys
+    from service.catalog.keys import list_keys
 
     with _session() as session:
         rows = list_keys(session=session)
@@ -139,7 +139,7 @@ def _cmd_keys_list(_args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from service.api.auth import revoke_key
+    from service.catalog.keys import revoke_key
 
     with _session() as session:
         row = revoke_key(session=session, prefix=args.prefix)

@@ -49,6 +49,7 @@ from service.catalog.models import Artifact, Job, JobStatus
 from service.catalog.teachers import SUFFIX
 from service.config import Settings, get_settings
 from service.errors import ArtifactError, InvalidInputError, LeaseLostError
+from service.jobs.extend import EXTEND_KEY, fetch_base_parts
 from service.jobs.peers import job_threads, open_job_teacher, peer_processes
 from service.jobs.progress import JobProgress, RunContext, RunSignals
 from service.jobs.queue import enqueue_rq
@@ -232,6 +233,16 @@ class _Run:
             log.info("job %s: resuming from the checkpoint at step %s", self.job_id, checkpoint_step)
         context = RunContext(self.factory, self.store, self.signals, self.settings.progress_interval_s)
         progress = JobProgress(context, lease)
+        if EXTEND_KEY in recipe_doc:
+            report = self._extend(recipe_doc[EXTEND_KEY], recipe, teacher, work, run_dir, progress)
+            if self.signals.cancel.is_set():
+                raise LeaseLostError("cancelled after training")
+            self._stage(lease, "registering")
+            factor_set = register_factor_set(
+                factory=self.factory, store=self.store, lease=lease, run_dir=run_dir, report=report
+            )
+            log.info("job %s: registered extended factor set %s v%d", self.job_id, factor_set.name, factor_set.version)
+            return
         n = recipe.train.processes
         if self.settings.torch_threads or n > 1:
             import torch
@@ -249,6 +260,28 @@ class _Run:
             factory=self.factory, store=self.store, lease=lease, run_dir=run_dir, report=report
         )
         log.info("job %s: registered factor set %s v%d", self.job_id, factor_set.name, factor_set.version)
+
+    def _extend(
+        self, base: dict[str, Any], recipe: Any, teacher: Any, work: Path, run_dir: Path, progress: JobProgress
+    ) -> dict[str, Any]:
+        """Train the new tasks against the base set's frozen CKN; the report lists every task's metrics."""
+        import json
+
+        from kf_core import run_extension
+
+        with self.factory() as session:
+            old = fetch_base_parts(
+                session=session, store=self.store, factor_set_id=base["factor_set_id"], directory=work / "base"
+            )
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.settings.torch_threads)
+        report = run_extension(recipe, teacher, work / "base", run_dir, tasks=list(recipe.tasks), callbacks=[progress])
+        report["tasks"] = {**old["tasks"], **report["tasks"]}  # the new version's metrics cover every task
+        report["extended_from"] = {**report["extended_from"], "name": old["name"], "version": old["version"]}
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        return report
 
     def _stage(self, lease: Lease, stage: str) -> None:
         with session_scope(self.factory) as session:

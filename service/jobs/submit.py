@@ -35,15 +35,13 @@ def submit_job(*, session: Session, settings: Settings, runner: Runner, job_in: 
     device = recipe["train"].get("device", "auto")
     job = catalog.create_job(
         session=session,
-        fields={
-            "teacher_id": teacher.id,
-            "dataset_id": dataset.id,
-            "recipe": recipe,
-            "factor_set_name": job_in.name or f"{teacher.name}-{dataset.name}",
-            "queue": GPU_QUEUE if device == "cuda" else settings.queue,
-            "max_attempts": job_in.max_attempts or settings.max_attempts,
-            "epochs": int(recipe["train"]["epochs"]),
-        },
+        teacher_id=teacher.id,
+        dataset_id=dataset.id,
+        recipe=recipe,
+        factor_set_name=job_in.name or f"{teacher.name}-{dataset.name}",
+        queue=GPU_QUEUE if device == "cuda" else settings.queue,
+        max_attempts=job_in.max_attempts or settings.max_attempts,
+        epochs=int(recipe["train"]["epochs"]),
     )
     session.commit()
     try:

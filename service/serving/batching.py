@@ -23,34 +23,16 @@ import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchStats", "MicroBatcher", "SharedBatcher"]
+__all__ = ["MicroBatcher", "SharedBatcher"]
 
 RunFn = Callable[[np.ndarray], Sequence[np.ndarray]]
 # (batch, [(start, stop, route) per request]) -> per request, its outputs
 RoutedRunFn = Callable[[np.ndarray, list[tuple[int, int, Any]]], list[list[np.ndarray]]]
-
-
-@dataclass
-class BatchStats:
-    """What the batcher did, for metrics and tests."""
-
-    batches: int = 0
-    requests: int = 0
-    rows: int = 0
-    sizes: list[int] = field(default_factory=list)  # rows per batch, most recent last (bounded)
-
-    def record(self, n_requests: int, n_rows: int) -> None:
-        self.batches += 1
-        self.requests += n_requests
-        self.rows += n_rows
-        self.sizes.append(n_rows)
-        if len(self.sizes) > 1024:
-            del self.sizes[:512]
 
 
 @dataclass
@@ -84,7 +66,6 @@ class MicroBatcher:
         self._full: asyncio.Event | None = None  # set when the queue holds max_batch rows (ends a wait early)
         self._drain_task: asyncio.Task[None] | None = None
         self._concurrent = False  # did the last batch hold several requests?
-        self.stats = BatchStats()
 
     async def submit(self, x: np.ndarray, route: Any = None) -> list[np.ndarray]:
         """The outputs for ``x`` (at most ``max_batch`` rows; the caller validates that)."""
@@ -137,7 +118,6 @@ class MicroBatcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
-        self.stats.record(len(batch), len(x))
         if self._on_batch is not None:
             self._on_batch(len(batch), len(x))
         for p, outputs in zip(batch, per_request, strict=True):

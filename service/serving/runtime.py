@@ -69,7 +69,6 @@ class RuntimeStats:
     loads: int = 0  # graphs loaded from the artifact store instead
     rebuilds: int = 0  # stored graphs refused (corrupt or missing) and composed again
     evictions: int = 0
-    batches: int = 0
     batch_rows: dict[int, int] = field(default_factory=dict)  # batch size -> count
     resident_loads: int = 0  # factor sets made resident (every part loaded once)
     parts: PartStats = field(default_factory=PartStats)  # CKN and task-part runs, rows, requests
@@ -326,7 +325,6 @@ class Runtime:
         self._resident.clear()
 
     def _count_batch(self, _requests: int, rows: int) -> None:
-        self.stats.batches += 1
         self.stats.batch_rows[rows] = self.stats.batch_rows.get(rows, 0) + 1
 
     def _insert(self, entry: Entry) -> None:

@@ -13,8 +13,22 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import make_settings, pg_schema, store_settings
+from tests.conftest import make_settings, open_client, pg_schema, store_settings
+from tests.factories import make_keys
 from tests.service.helpers import DIGIT_GROUPS, Backend, TeacherFiles, delete_redis_keys, upload_teacher
+
+
+@pytest.fixture
+def keys(session: Any) -> dict[str, str]:
+    """An admin and a predict key in the test's catalog: ``{"admin": key, "predict": key}``."""
+    return make_keys(session)
+
+
+@pytest.fixture
+def api(keys: dict[str, str], migrated: Any) -> Iterator[Any]:  # noqa: ARG001 (keys must exist first)
+    """A client of an API that has keys (so requests need one); jobs are not run."""
+    with open_client(migrated, run_jobs=False) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -4,34 +4,15 @@ clear, constant-time checks; and ``kf serve`` refusing to expose an API without 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from service.api.auth import create_key, required_scope, revoke_key
+from service.api.auth import required_scope
+from service.catalog.keys import create_key, revoke_key
 from service.catalog.models import ApiKey
-from tests.conftest import open_client
-from tests.factories import tiny_job_body
-
-
-@pytest.fixture
-def keys(session: Any) -> dict[str, str]:
-    _, admin = create_key(session=session, scope="admin", name="ops")
-    _, predict = create_key(session=session, scope="predict", name="app")
-    session.commit()
-    return {"admin": admin, "predict": predict}
-
-
-@pytest.fixture
-def api(keys: dict[str, str], migrated: Any) -> Iterator[Any]:  # noqa: ARG001 (keys must exist first)
-    with open_client(migrated, run_jobs=False) as c:
-        yield c
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from tests.factories import bearer, tiny_job_body
 
 
 def test_without_keys_the_api_is_open(client: Any) -> None:
@@ -40,20 +21,20 @@ def test_without_keys_the_api_is_open(client: Any) -> None:
 
 
 def test_missing_or_invalid_keys_get_401_with_a_bearer_challenge(api: Any, keys: dict[str, str]) -> None:
-    for headers in ({}, _auth("kf_000000000000_" + "x" * 43), _auth("not-a-key"), {"Authorization": "Basic abc"}):
+    for headers in ({}, bearer("kf_000000000000_" + "x" * 43), bearer("not-a-key"), {"Authorization": "Basic abc"}):
         r = api.get("/v1/factor-sets", headers=headers)
         assert r.status_code == 401, (headers, r.text)
         assert r.headers["www-authenticate"] == "Bearer"
         assert "kf keys create" in r.json()["detail"] or "not valid" in r.json()["detail"]
     key = keys["predict"]
     changed = key[:-1] + ("B" if key.endswith("A") else "A")  # one character changed (a key may end in "A")
-    r = api.get("/v2/models/fs", headers=_auth(changed))
+    r = api.get("/v2/models/fs", headers=bearer(changed))
     assert r.status_code == 401 and list(r.json()) == ["error"]  # v2's error shape
-    assert api.get("/v1/factor-sets", headers=_auth(keys["predict"])).status_code == 200
+    assert api.get("/v1/factor-sets", headers=bearer(keys["predict"])).status_code == 200
 
 
 def test_a_predict_key_reads_and_predicts_but_gets_403_on_admin_operations(api: Any, keys: dict[str, str]) -> None:
-    predict, admin = _auth(keys["predict"]), _auth(keys["admin"])
+    predict, admin = bearer(keys["predict"]), bearer(keys["admin"])
     assert api.get("/v1/jobs", headers=predict).status_code == 200
     assert api.post("/v1/predict", headers=predict, json={"factor_set": "none", "inputs": [[0]]}).status_code == 404
     r = api.post("/v1/jobs", headers=predict, json=tiny_job_body("00000000-0000-0000-0000-000000000000"))
@@ -79,15 +60,15 @@ def test_a_revoked_key_stops_working(api: Any, keys: dict[str, str], session: An
     session.commit()
     api.app.state.auth._verified.clear()  # skip the CACHE_TTL_S wait; the lookup itself is what is tested
     assert auth.CACHE_TTL_S <= 5
-    assert api.get("/v1/jobs", headers=_auth(keys["predict"])).status_code == 401
+    assert api.get("/v1/jobs", headers=bearer(keys["predict"])).status_code == 401
 
 
 def test_keys_are_never_stored_or_logged_in_clear(
     api: Any, keys: dict[str, str], session: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
-        api.get("/v1/jobs", headers=_auth(keys["admin"]))
-        api.get("/v1/jobs", headers=_auth(keys["predict"] + "x"))
+        api.get("/v1/jobs", headers=bearer(keys["admin"]))
+        api.get("/v1/jobs", headers=bearer(keys["predict"] + "x"))
     logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
     assert "/v1/jobs" in logged  # the request log line is there ...
     for key in keys.values():

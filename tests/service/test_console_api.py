@@ -4,33 +4,14 @@ it), ``GET /v1/whoami``, ``/v1/jobs?name=``, the job event stream and held-out s
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from service.api.auth import create_key
 from tests.conftest import make_job, open_client
+from tests.factories import bearer
 from tests.service.serving import TASKS, Trained, register, train_small_factor_set
-
-
-@pytest.fixture
-def keys(session: Any) -> dict[str, str]:
-    _, admin = create_key(session=session, scope="admin", name="ops")
-    _, predict = create_key(session=session, scope="predict", name="app")
-    session.commit()
-    return {"admin": admin, "predict": predict}
-
-
-@pytest.fixture
-def api(keys: dict[str, str], migrated: Any) -> Iterator[Any]:  # noqa: ARG001 (keys must exist first)
-    with open_client(migrated, run_jobs=False) as c:
-        yield c
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def test_the_console_loads_without_a_key_under_a_strict_csp(api: Any) -> None:
@@ -61,8 +42,8 @@ def test_no_console_script_parses_html_or_evaluates_code() -> None:
 
 def test_whoami_names_the_scope_of_the_key(api: Any, keys: dict[str, str]) -> None:
     assert api.get("/v1/whoami").status_code == 401
-    admin = api.get("/v1/whoami", headers=_auth(keys["admin"])).json()
-    predict = api.get("/v1/whoami", headers=_auth(keys["predict"])).json()
+    admin = api.get("/v1/whoami", headers=bearer(keys["admin"])).json()
+    predict = api.get("/v1/whoami", headers=bearer(keys["predict"])).json()
     assert admin == {"scope": "admin", "key_prefix": keys["admin"].split("_")[1]}
     assert predict["scope"] == "predict"
 

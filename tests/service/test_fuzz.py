@@ -35,7 +35,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, st
     factory = make_sessionmaker(engine)
     store = open_store(cfg)
     with factory() as session:
-        from service.api.auth import create_key
+        from service.catalog.keys import create_key
 
         _, key = create_key(session=session, scope="admin", name="fuzz")  # as in production: keys exist
         session.commit()

@@ -146,7 +146,7 @@ def test_bad_calls_get_the_protocol_codes_with_clear_messages(
 
 
 def test_api_keys_guard_grpc_like_http(registered: Any, migrated: Any, session: Any, trained: Trained) -> None:  # noqa: ARG001
-    from service.api.auth import create_key
+    from service.catalog.keys import create_key
 
     _, key = create_key(session=session, scope="predict", name="app")
     session.commit()

@@ -79,8 +79,9 @@ def test_client_strings_never_become_paths(client: Any) -> None:
 
 def test_api_keys_are_compared_in_constant_time(session: Any, migrated: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from service.api import auth
+    from service.catalog.keys import create_key
 
-    _, key = auth.create_key(session=session, scope="predict")
+    _, key = create_key(session=session, scope="predict")
     session.commit()
     calls: list[tuple[str, str]] = []
     original = hmac.compare_digest

@@ -91,7 +91,7 @@ def test_every_task_subset_predicts_exactly_what_the_factor_networks_compute(api
             assert np.abs(np.asarray(o["data"]).reshape(o["shape"]) - want[task]).max() <= TOL, (subset, task)
     stats = api.app.state.runtime.stats
     assert (stats.compositions, stats.resident_loads) == (0, 1)  # 62 requests, 31 subsets: every part loaded once
-    assert stats.parts.ckn_runs == stats.batches and stats.parts.ckn_rows == 62 * len(trained.x)
+    assert stats.parts.ckn_runs == sum(stats.batch_rows.values()) and stats.parts.ckn_rows == 62 * len(trained.x)
     for task in TASKS:  # each task part ran over exactly the rows of the 16 subsets x 2 protocols that hold it
         assert stats.parts.task_rows[task] == 32 * len(trained.x)
 

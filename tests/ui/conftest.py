@@ -20,19 +20,11 @@ from typing import Any
 
 import pytest
 
+from bench.console import CHROMIUM_ARGS  # one flag list for these tests and the console benchmark
 from tests.conftest import make_settings
 from tests.service.helpers import free_port
 
 CHROMIUM = os.environ.get("KF_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1280, "height": 800}
 _REQUIRE = os.environ.get("KF_TEST_REQUIRE_SERVICES") == "1"
 
@@ -66,8 +58,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     import httpx
     import uvicorn
 
-    from service.api.auth import create_key
     from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.keys import create_key
     from service.catalog.migrate import upgrade
     from service.main import create_app
 

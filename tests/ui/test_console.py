@@ -255,6 +255,7 @@ def test_a_hostile_teacher_name_renders_as_text(console: Console, tab: Tab) -> N
     from service.catalog import queries as catalog
     from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
+    from service.schemas import TeacherInfo
 
     # The API refuses such a name (see the form check below), so put it in the catalog directly, as an older
     # version or another writer could have.
@@ -262,22 +263,23 @@ def test_a_hostile_teacher_name_renders_as_text(console: Console, tab: Tab) -> N
     with make_sessionmaker(engine)() as session:
         stored = open_store(console.settings).put_bytes(b"not really a model")
         artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")
+        info = TeacherInfo(
+            format="onnx",
+            input_shape=[1, 8, 8],
+            outputs={XSS: "y"},
+            output_sizes={XSS: 2},
+            features=[],
+            feature_dims=[],
+            class_names={XSS: [XSS, "<script>alert(2)</script>"]},
+            tasks=[{"name": XSS}],
+        )
         teacher = catalog.create_teacher(
             session=session,
+            name=XSS,
+            filename=XSS + ".onnx",
+            description="<b>bold?</b>",
+            info=info,
             artifact=artifact,
-            fields={
-                "name": XSS,
-                "format": "onnx",
-                "filename": XSS + ".onnx",
-                "input_shape": [1, 8, 8],
-                "outputs": {XSS: "y"},
-                "output_sizes": {XSS: 2},
-                "features": [],
-                "feature_dims": [],
-                "class_names": {XSS: [XSS, "<script>alert(2)</script>"]},
-                "tasks": [{"name": XSS}],
-                "description": "<b>bold?</b>",
-            },
         )
         session.commit()
         teacher_id = str(teacher.id)

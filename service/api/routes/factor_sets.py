@@ -1,18 +1,31 @@
-"""``/v1/factor-sets``: registered factor sets with their factors, metrics, artifacts and lineage."""
+"""``/v1/factor-sets``: registered factor sets with their factors, metrics, artifacts and lineage; new versions
+by extension (a job training new tasks against the frozen CKN), by removing tasks, or by importing a run."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from service.api.deps import PageDep, SessionDep, SettingsDep, StoreDep
-from service.api.routes import documented
+from service.api.deps import PageDep, RunnerDep, SessionDep, SettingsDep, StoreDep
+from service.api.routes import documented, multipart_body
+from service.api.uploads import receive_upload
 from service.catalog import queries as catalog
+from service.jobs import derive
+from service.jobs.extend import submit_extension
 from service.jobs.samples import factor_set_samples
-from service.schemas import FactorSetPublic, FactorSetsPublic, SamplesPublic, factor_set_public
+from service.schemas import (
+    FactorSetExtend,
+    FactorSetImport,
+    FactorSetPublic,
+    FactorSetsPublic,
+    JobPublic,
+    SamplesPublic,
+    TasksRemove,
+    factor_set_public,
+)
 
 router = APIRouter(prefix="/v1/factor-sets", tags=["factor sets"])
 
@@ -48,3 +61,49 @@ async def get_samples(
     return await run_in_threadpool(
         factor_set_samples, fs=fs, store=store, work_dir=settings.work_dir, offset=offset, limit=limit
     )
+
+
+@router.post(
+    "/import",
+    status_code=201,
+    response_model=FactorSetPublic,
+    summary="Import a run made by `kf factorize` elsewhere (a tar of its parts/ and report.json), verified",
+    responses=documented(404, 409, 413, 415, 422),
+    openapi_extra=multipart_body("FactorSetImport", "a tar archive of the run directory (parts/, report.json)"),
+)
+async def import_factor_set(request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep) -> object:
+    row = await receive_upload(
+        request,
+        store=store,
+        max_bytes=settings.max_upload_bytes,
+        spec_model=FactorSetImport,
+        register=lambda upload, spec: derive.import_run(
+            session=session, store=store, archive=upload.file.path, spec=spec, work_dir=settings.work_dir
+        ),
+        suffix=".tar",
+    )
+    return factor_set_public(row)
+
+
+@router.post(
+    "/{ref}/tasks",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Extend a factor set with new tasks trained against its frozen CKN (a job; registers version+1)",
+    responses=documented(404, 422, 503),
+)
+def extend_factor_set(
+    ref: str, body: FactorSetExtend, session: SessionDep, settings: SettingsDep, runner: RunnerDep
+) -> object:
+    return submit_extension(session=session, settings=settings, runner=runner, ref=ref, body=body)
+
+
+@router.post(
+    "/{ref}/remove-tasks",
+    status_code=201,
+    response_model=FactorSetPublic,
+    summary="Register version+1 without some tasks (the other parts reused by reference, nothing trained)",
+    responses=documented(404, 409, 422),
+)
+def remove_tasks(ref: str, body: TasksRemove, session: SessionDep, store: StoreDep) -> FactorSetPublic:
+    return factor_set_public(derive.remove_tasks(session=session, store=store, ref=ref, tasks=body.tasks))

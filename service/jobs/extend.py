@@ -1,0 +1,146 @@
+"""Extension jobs: ``POST /v1/factor-sets/{ref}/tasks`` trains new tasks against a factor set's frozen CKN.
+
+Submission resolves everything up front, as for a factorization job: the base factor set, the teacher (the set's
+own, or another whose input matches), the data, the new tasks (which must not clash with the set's) and the
+training config. The job row is an ordinary job, so progress, cancellation, checkpoints and retries work the
+same; its recipe carries an ``extend`` entry naming the base set, which ``service.jobs.run`` reads to call
+``kf_core.run_extension`` instead of a factorization. The result registers as the next version of the base
+set's name, its CKN and old task parts the very same artifacts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from service.catalog import queries as catalog
+from service.catalog.artifacts import ArtifactStore
+from service.catalog.datasets import builtin_classes
+from service.catalog.models import Dataset, FactorSet, Job
+from service.config import Settings
+from service.errors import InvalidInputError, QueueUnavailableError
+from service.jobs.spec import _check_fit, _data_json, _tasks
+from service.schemas import FactorSetExtend
+
+if TYPE_CHECKING:  # the runners import the job run, which imports this module
+    from service.jobs.runners import Runner
+
+__all__ = ["EXTEND_KEY", "fetch_base_parts", "submit_extension"]
+
+EXTEND_KEY = "extend"  # the recipe entry that makes a job an extension of the factor set it names
+
+
+def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:
+    from service.jobs.submit import GPU_QUEUE, _referenced
+
+    base = catalog.resolve_factor_set(session=session, ref=ref)
+    teacher = base.teacher
+    if body.teacher_id is not None:
+        teacher_id = body.teacher_id
+        teacher = _referenced(lambda: catalog.get_teacher(session=session, teacher_id=teacher_id))
+    dataset = _dataset(session, body, base)
+    recipe = _recipe(base, body, teacher, dataset)
+    job = catalog.create_job(
+        session=session,
+        fields={
+            "teacher_id": teacher.id,
+            "dataset_id": dataset.id,
+            "recipe": recipe,
+            "factor_set_name": base.name,
+            "queue": GPU_QUEUE if recipe["train"].get("device") == "cuda" else settings.queue,
+            "max_attempts": body.max_attempts or settings.max_attempts,
+            "epochs": int(recipe["train"]["epochs"]),
+        },
+    )
+    session.commit()
+    try:
+        runner.enqueue(job)
+    except QueueUnavailableError:
+        session.delete(job)
+        session.commit()
+        raise
+    session.commit()
+    return job
+
+
+def _dataset(session: Session, body: FactorSetExtend, base: FactorSet) -> Dataset:
+    from service.jobs.submit import _referenced
+
+    if body.dataset_id is not None:
+        dataset_id = body.dataset_id
+        return _referenced(lambda: catalog.get_dataset(session=session, dataset_id=dataset_id))
+    if body.dataset is None:
+        return base.dataset
+    if body.dataset not in catalog.BUILTIN_DATASETS:
+        raise InvalidInputError(
+            f"unknown built-in dataset {body.dataset!r}; built-in: {', '.join(sorted(catalog.BUILTIN_DATASETS))} "
+            "(an uploaded dataset goes in 'dataset_id')"
+        )
+    return catalog.ensure_builtin_dataset(session=session, name=body.dataset, classes=builtin_classes(body.dataset))
+
+
+def _recipe(base: FactorSet, body: FactorSetExtend, teacher: Any, dataset: Dataset) -> dict[str, Any]:
+    from kf_core import DataSpec, Recipe, TrainConfig
+    from kf_core.errors import KfError
+
+    if not base.config or "factor" not in base.config:
+        raise InvalidInputError(
+            f"factor set {base.name}:{base.version} records no recipe (it was not made by a job); it cannot be extended"
+        )
+    try:
+        recipe = Recipe.from_json(base.config)
+    except KfError as e:
+        raise InvalidInputError(f"factor set {base.name}:{base.version} has an unreadable recipe: {e}") from None
+    want = [int(v) for v in base.input_spec["shape"][1:]]
+    if [int(v) for v in dataset.input_shape] != want:
+        raise InvalidInputError(
+            f"dataset {dataset.name!r} has inputs (C, H, W) = {list(dataset.input_shape)} but factor set "
+            f"{base.name}:{base.version} takes {want}; pick data of the factor set's input size"
+        )
+    _check_fit(teacher, dataset)  # so the teacher's input matches the factor set's too
+    ov = body.overrides
+    if ov.factor and set(ov.factor) - {"tsn"}:
+        raise InvalidInputError("overrides.factor may only set 'tsn' when extending: the CKN is frozen")
+    same = recipe.data.source == dataset.source
+    data = _data_json(recipe.data.to_json() if same else {}, dataset, ov.data, ov.samples)
+    train = {**recipe.train.to_json(), **ov.train}
+    train.update({k: v for k, v in (("epochs", ov.epochs), ("seed", ov.seed)) if v is not None})
+    if int(train.get("processes", 1)) != 1:
+        raise InvalidInputError("an extension trains in one process; drop 'processes'")
+    factor = recipe.factor
+    if "tsn" in ov.factor:
+        from kf_core import NetSpec
+
+        factor = dataclasses.replace(factor, tsn=NetSpec.from_json(ov.factor["tsn"]))
+    tasks = _tasks(body, recipe.tasks if same else (), teacher, dataset)  # type: ignore[arg-type]
+    clash = sorted({t.name for t in tasks} & {f.task for f in base.factors})
+    if clash:
+        raise InvalidInputError(
+            f"factor set {base.name}:{base.version} already has task(s) {clash}; name the new tasks differently"
+        )
+    doc: dict[str, Any] = dataclasses.replace(
+        recipe, data=DataSpec.from_json(data), train=TrainConfig.from_json(train), factor=factor, tasks=tuple(tasks)
+    ).to_json()
+    doc[EXTEND_KEY] = {"factor_set_id": str(base.id), "name": base.name, "version": base.version}
+    return doc
+
+
+def fetch_base_parts(*, session: Session, store: ArtifactStore, factor_set_id: Any, directory: Path) -> dict[str, Any]:
+    """Copy the base factor set's manifest and parts into ``directory`` (each verified against its sha256);
+    return its per-task metrics, which the new version keeps for its old tasks."""
+    import uuid
+
+    fs = catalog.get_factor_set(session=session, factor_set_id=uuid.UUID(str(factor_set_id)))
+    raw = store.read_bytes(fs.manifest_artifact.sha256, size=fs.manifest_artifact.size_bytes)
+    manifest = json.loads(raw)
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in [manifest["ckn"], *manifest["tasks"].values()]:
+        name = Path(str(entry["file"])).name  # never a path from the manifest
+        store.copy_to(str(entry["sha256"]), directory / name)
+    (directory / "manifest.json").write_bytes(raw)
+    tasks: dict[str, Any] = dict(fs.metrics.get("tasks") or {})
+    return {"tasks": tasks, "name": fs.name, "version": fs.version}
