@@ -46,15 +46,13 @@ def submit_extension(*, session: Session, settings: Settings, runner: Runner, re
     recipe = _recipe(base, body, teacher, dataset)
     job = catalog.create_job(
         session=session,
-        fields={
-            "teacher_id": teacher.id,
-            "dataset_id": dataset.id,
-            "recipe": recipe,
-            "factor_set_name": base.name,
-            "queue": GPU_QUEUE if recipe["train"].get("device") == "cuda" else settings.queue,
-            "max_attempts": body.max_attempts or settings.max_attempts,
-            "epochs": int(recipe["train"]["epochs"]),
-        },
+        teacher_id=teacher.id,
+        dataset_id=dataset.id,
+        recipe=recipe,
+        factor_set_name=base.name,
+        queue=GPU_QUEUE if recipe["train"].get("device") == "cuda" else settings.queue,
+        max_attempts=body.max_attempts or settings.max_attempts,
+        epochs=int(recipe["train"]["epochs"]),
     )
     session.commit()
     try:
