@@ -75,6 +75,7 @@ def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict
     from service.catalog.migrate import upgrade
     from service.config import Settings
     from service.jobs.register import register_factor_set
+    from service.schemas import TeacherInfo
 
     settings = Settings(_env_file=None, **{k[3:].lower(): v for k, v in env.items() if k.startswith("KF_")})  # type: ignore[call-arg]
     upgrade(settings)
@@ -84,34 +85,34 @@ def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict
     with factory() as session:
         stored = store.put_bytes(b"stand-in teacher: the benchmark serves factor networks only")
         artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")
+        info = TeacherInfo(
+            format="onnx",
+            input_shape=[1, 64, 64],
+            outputs={t: t for t in tasks},
+            output_sizes=dict(tasks),
+            features=[],
+            feature_dims=[],
+            class_names={},
+            tasks=[],
+        )
         teacher = catalog.create_teacher(
             session=session,
+            name=f"{name}-teacher",
+            filename="teacher.onnx",
+            description="",
+            info=info,
             artifact=artifact,
-            fields={
-                "name": f"{name}-teacher",
-                "format": "onnx",
-                "filename": "teacher.onnx",
-                "input_shape": [1, 64, 64],
-                "outputs": {t: t for t in tasks},
-                "output_sizes": dict(tasks),
-                "features": [],
-                "feature_dims": [],
-                "class_names": {},
-                "tasks": [],
-            },
         )
         dataset = catalog.ensure_builtin_dataset(session=session, name="dsprites", classes={})
         job = catalog.create_job(
             session=session,
-            fields={
-                "teacher_id": teacher.id,
-                "dataset_id": dataset.id,
-                "recipe": {},
-                "factor_set_name": name,
-                "queue": "kf",
-                "max_attempts": 1,
-                "epochs": 1,
-            },
+            teacher_id=teacher.id,
+            dataset_id=dataset.id,
+            recipe={},
+            factor_set_name=name,
+            queue="kf",
+            max_attempts=1,
+            epochs=1,
         )
         session.commit()
         lease = claim_job(session=session, job_id=job.id, worker="bench:1")
