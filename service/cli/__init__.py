@@ -10,6 +10,7 @@ API client (``service.cli.client``; --api or KF_API_URL, default http://127.0.0.
     kf teachers upload FILE --spec SPEC.json | list | show ID
     kf jobs submit --teacher ID --dataset dsprites [--tasks a,b] [--epochs N] [--set train.lr=0.01] [--wait]
     kf jobs list [--status S] | show ID | cancel ID
+    kf aliases list NAME | set NAME ALIAS VERSION | delete NAME ALIAS
 
 Errors a user can cause print one line saying what to fix and exit with status 2.
 """

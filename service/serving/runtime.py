@@ -52,7 +52,9 @@ __all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pin
 log = logging.getLogger(__name__)
 
 _CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, see service.config)
-_RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
+# How long "name" (latest version) and "name@alias" stay resolved: a new version or a moved alias is served
+# within this time on every replica. Ids and name:version never change.
+_RESOLVE_TTL_S = 1.0
 
 ResidentKey = tuple[uuid.UUID, str]
 
@@ -124,10 +126,11 @@ class Runtime:
 
     # ----------------------------------------------------------------- factor sets
     async def resolve(self, ref: str) -> FactorSetInfo:
-        """A factor set by id, by ``name`` (its latest version) or by ``name:version``.
+        """A factor set by id, by ``name`` (its latest version), by ``name:version`` or by ``name@alias``.
 
-        Answers from memory: ids and ``name:version`` never change; a bare name is looked up again after
-        ``_RESOLVE_TTL_S`` (a new version is served within that time). Concurrent lookups of one reference share
+        Answers from memory: ids and ``name:version`` never change; a bare name or ``name@alias`` is looked up
+        again after ``_RESOLVE_TTL_S`` (a new version or a moved alias is served within that time; this process
+        forgets at once what its own API changed, see :meth:`forget`). Concurrent lookups of one reference share
         one query.
         """
         hit = self._resolved.get(ref)
@@ -138,6 +141,11 @@ class Runtime:
             pending = asyncio.ensure_future(self._resolve_once(ref))
             self._resolving[ref] = pending
         return await asyncio.shield(pending)
+
+    def forget(self, name: str) -> None:
+        """Drop the resolved movable references of the factor set ``name`` (after an alias changed here)."""
+        for ref in [r for r in self._resolved if r == name or r.startswith(f"{name}@")]:
+            self._resolved.pop(ref, None)
 
     async def _resolve_once(self, ref: str) -> FactorSetInfo:
         try:
