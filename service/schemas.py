@@ -27,12 +27,14 @@ __all__ = [
     "FactorSetBrief",
     "FactorSetPublic",
     "FactorSetsPublic",
+    "GcPublic",
     "JobCreate",
     "JobPublic",
     "JobsPublic",
     "PredictRequest",
     "PredictResponse",
     "RecipeOverrides",
+    "RetiredPublic",
     "SamplesPublic",
     "TaskIn",
     "TaskPrediction",
@@ -291,6 +293,23 @@ def factor_set_public(fs: Any) -> FactorSetPublic:
     return FactorSetPublic.model_validate(
         {**_columns(fs), "factors": fs.factors, "aliases": aliases, "lineage": lineage}
     )
+
+
+class GcPublic(BaseModel):
+    """What a garbage collection (or a retirement) deleted; in a dry run, what it would delete."""
+
+    dry_run: bool
+    count: int = Field(description="artifacts deleted")
+    bytes: int = Field(description="bytes freed")
+    sha256: list[str] = Field(description="the deleted artifacts")
+    skipped: int = Field(description="found unreferenced, but referenced again or in use when deleted: kept")
+
+
+class RetiredPublic(BaseModel):
+    """A deleted factor set version, teacher or dataset, and the storage its deletion freed."""
+
+    deleted: str = Field(description="what was deleted (name:version, teacher or dataset name)")
+    freed: GcPublic
 
 
 class AliasSet(BaseModel):

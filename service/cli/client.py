@@ -74,6 +74,12 @@ def add_client_commands(sub: Any) -> None:
     cancel = _command(j, "cancel", "cancel a queued or running job", _jobs_cancel)
     cancel.add_argument("id")
 
+    r = sub.add_parser("retire", help="delete a factor set version, a teacher or a dataset (via the API)")
+    r = r.add_subparsers(dest="retire_command", required=True)
+    _command(r, "factor-set", "delete a version (id or name:version)", _retire("factor-sets")).add_argument("ref")
+    _command(r, "teacher", "delete a teacher (id)", _retire("teachers")).add_argument("ref")
+    _command(r, "dataset", "delete a dataset (id)", _retire("datasets")).add_argument("ref")
+
     a = sub.add_parser("aliases", help="factor set aliases, name@alias (via the API)")
     a = a.add_subparsers(dest="aliases_command", required=True)
     _command(a, "list", "list a factor set's aliases", _aliases_list).add_argument("name")
@@ -169,6 +175,13 @@ def _jobs_list(args: argparse.Namespace) -> int:
         )
     print(f"{len(page['data'])} of {page['count']} job(s)")
     return 0
+
+
+def _retire(collection: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        return _print(_call(args, "DELETE", f"/v1/{collection}/{quote(args.ref, safe='')}"))
+
+    return handler
 
 
 def _aliases_list(args: argparse.Namespace) -> int:

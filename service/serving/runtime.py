@@ -24,6 +24,7 @@ Building runs on a thread pool, inference on a one-thread executor (ORT parallel
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -141,6 +142,31 @@ class Runtime:
             pending = asyncio.ensure_future(self._resolve_once(ref))
             self._resolving[ref] = pending
         return await asyncio.shield(pending)
+
+    def drop(self, factor_set_id: uuid.UUID) -> None:
+        """Forget a deleted factor set: its resident sessions, fused sessions, pins and resolved references.
+        Requests already queued on it finish; the next ones get a 404."""
+        for key in [k for k in self._cache if k[0] == factor_set_id]:
+            self.cache_bytes -= self._cache.pop(key).size_bytes
+        for rkey in [k for k in self._resident if k[0] == factor_set_id]:
+            self.cache_bytes -= self._resident.pop(rkey).size_bytes
+        self._pinned = {k for k in self._pinned if k[0] != factor_set_id}
+        for ref in [r for r, (_, info) in self._resolved.items() if info.id == factor_set_id]:
+            self._resolved.pop(ref, None)
+
+    def in_use_sha256(self) -> set[str]:
+        """The artifacts this process's caches were built from: stored graphs, manifests and parts."""
+        used = {e.graph_sha256 for e in self._cache.values()}
+        for resident in self._resident.values():
+            fs = resident.factor_set
+            used.add(fs.manifest_sha256)
+            manifest = self._parts_dir / fs.manifest_sha256 / "manifest.json"
+            try:
+                data = json.loads(manifest.read_text())
+                used |= {str(data["ckn"]["sha256"]), *(str(t["sha256"]) for t in data["tasks"].values())}
+            except (OSError, ValueError, KeyError):
+                pass
+        return used
 
     def forget(self, name: str) -> None:
         """Drop the resolved movable references of the factor set ``name`` (after an alias changed here)."""

@@ -1,19 +1,22 @@
 """``/v1/factor-sets``: registered factor sets with their factors, metrics, artifacts, lineage and aliases.
 
-A factor set in a path is any reference: its id, ``name`` (latest version), ``name:version`` or ``name@alias``.
+``DELETE /v1/factor-sets/{id or name:version}`` retires a version (refused while an alias points at it) and
+frees the artifacts no other row references. A factor set in a path is any reference: its id, ``name`` (latest
+version), ``name:version`` or ``name@alias``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from service.api.deps import PageDep, RuntimeDep, SessionDep, SettingsDep, StoreDep
 from service.api.routes import documented
 from service.catalog import aliases as catalog_aliases
 from service.catalog import queries as catalog
+from service.catalog.reclaim import retire_factor_set
 from service.jobs.samples import factor_set_samples
 from service.schemas import (
     AliasesPublic,
@@ -21,7 +24,9 @@ from service.schemas import (
     AliasSet,
     FactorSetPublic,
     FactorSetsPublic,
+    GcPublic,
     Name,
+    RetiredPublic,
     SamplesPublic,
     alias_public,
     factor_set_public,
@@ -42,6 +47,20 @@ def list_factor_sets(session: SessionDep, page: PageDep, name: str | None = None
 @router.get("/{ref}", response_model=FactorSetPublic, summary="Show a factor set", responses=documented(404, 422))
 def get_factor_set(ref: Ref, session: SessionDep) -> FactorSetPublic:
     return factor_set_public(catalog.resolve_factor_set(session=session, ref=ref))
+
+
+@router.delete(
+    "/{ref}",
+    response_model=RetiredPublic,
+    summary="Delete a factor set version and free the artifacts only it used (admin)",
+    responses=documented(404, 409, 422),
+)
+async def delete_factor_set(ref: Ref, request: Request, store: StoreDep, runtime: RuntimeDep) -> RetiredPublic:
+    fs_id, label, report = await run_in_threadpool(
+        retire_factor_set, factory=request.app.state.sessionmaker, store=store, ref=ref
+    )
+    runtime.drop(fs_id)
+    return RetiredPublic(deleted=label, freed=GcPublic(**vars(report)))
 
 
 @router.get(
