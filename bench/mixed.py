@@ -42,6 +42,7 @@ import json
 import math
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serve import _latencies, _once, _read_response, _request, _throughput, free_port, pct, register, start
+from serve import _latencies, _once, _request, _throughput, free_port, pct, register, start
 
 BASELINE_REV = "a05214c"  # serving code moved into service/serving/, predictions still from fused sessions
 DSPRITES = {"shape": 3, "scale": 6, "orientation": 40, "pos_x": 32, "pos_y": 32}
@@ -117,34 +118,6 @@ def body(name: str, tasks: list[str], npy: str) -> bytes:
     return json.dumps({"factor_set": name, "tasks": tasks, "inputs": npy}).encode()
 
 
-async def mixed_throughput(port: int, raws: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
-    """Like serve._throughput, each request taken in turn from ``raws`` (a pre-drawn traffic sequence)."""
-    stop = time.perf_counter() + seconds
-    counts, errors, lat, turn = [0], [0], [], itertools.cycle(raws)
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            writer.write(next(turn))
-            status, _ = await _read_response(reader)
-            lat.append(1000 * (time.perf_counter() - t))
-            counts[0] += 1
-            errors[0] += status != 200
-        writer.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    wall = time.perf_counter() - began
-    return {
-        "rps": counts[0] / wall,
-        "wall_s": wall,
-        "errors": errors[0],
-        "p50_ms": pct(lat, 0.5),
-        "p99_ms": pct(lat, 0.99),
-    }
-
-
 def one_subset(tasks: dict[str, int]) -> list[str]:
     """The single subset: as many tasks as a uniformly drawn subset holds on average (3 of 5, 5 of 10), so both
     kinds of traffic ask for the same work per request."""
@@ -193,9 +166,9 @@ async def _measure_set(
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     for round_ in range(args.rounds):
         for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:  # rotated: no kind always runs first
-            await mixed_throughput(port, plan[kind][:512], args.concurrency, 1.0)  # warm-up
+            await _throughput(port, plan[kind][:512], args.concurrency, 1.0)  # warm-up
             cpu = cpu_seconds(proc.pid)
-            r = await mixed_throughput(port, plan[kind], args.concurrency, args.seconds)
+            r = await _throughput(port, plan[kind], args.concurrency, args.seconds)
             r["cpu_ms_per_request"] = 1000 * (cpu_seconds(proc.pid) - cpu) / max(r["rps"] * r["wall_s"], 1)
             r["rss_mib"] = rss_mib(proc.pid)
             r["rss_growth_mib"] = r["rss_mib"] - idle
@@ -261,17 +234,31 @@ def _metric(text: str, name: str) -> float:
 def against_fused(
     env: dict[str, str], root: Path, tree: Path, args: argparse.Namespace, npy: str, x: Any
 ) -> dict[str, Any]:
-    """Resident (this code) vs fused (the baseline tree) on the same deployment, one after the other."""
-    out: dict[str, Any] = {}
-    for label, code in (("fused", tree), ("resident", None)):
-        proc, port = serve(env, root, code)
-        try:
-            out[label] = asyncio.run(_one_runtime(port, label, args, npy, x))
-        finally:
+    """Resident (this code) vs fused (the baseline tree) on the same deployment: both servers up, ``--rounds``
+    rounds alternating which goes first, each figure the median round."""
+    servers = {label: serve(env, root, code) for label, code in (("fused", tree), ("resident", None))}
+    try:
+        rounds: dict[str, list[dict[str, float]]] = {"fused": [], "resident": []}
+        for round_ in range(args.rounds):
+            order = ["fused", "resident"] if round_ % 2 == 0 else ["resident", "fused"]
+            for label in order:
+                rounds[label].append(asyncio.run(_one_runtime(servers[label][1], label, args, npy, x)))
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(10)
+    out: dict[str, Any] = {}
+    for label, runs in rounds.items():
+        out[label] = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
     out["resident_vs_fused_one"] = round(out["resident"]["one_rps"] / out["fused"]["one_rps"], 3)
     out["resident_vs_fused_uniform"] = round(out["resident"]["uniform_rps"] / out["fused"]["uniform_rps"], 3)
+    for label in ("fused", "resident"):
+        r = out[label]
+        print(
+            f"{label:8s} runtime (median of {args.rounds}): one subset {r['one_rps']:7.1f} req/s "
+            f"({r['one_vs_noop']:.2f} of no-op), uniform {r['uniform_rps']:7.1f} req/s; batch 1 p50 "
+            f"{r['batch1_p50_ms']:.2f} ms, overhead over raw ORT {r['overhead_p50_ms']:.2f} ms"
+        )
     print(
         f"resident / fused: one subset {out['resident_vs_fused_one']:.2f}x (a fused session for a dominant subset "
         f"vs the split parts), uniform {out['resident_vs_fused_uniform']:.2f}x"
@@ -287,10 +274,10 @@ async def _one_runtime(port: int, label: str, args: argparse.Namespace, npy: str
     fused = json.loads(probe)["assembly_id"] is not None  # the fused runtime names the assembly it used
     assert fused == (label == "fused"), f"the {label} server runs the wrong code: {probe[:200]!r}"
     noop = await _throughput(port, _request("GET", port, "/v2/health/live"), args.concurrency, args.seconds)
-    await mixed_throughput(port, plan["one"], args.concurrency, 1.0)
-    one = await mixed_throughput(port, plan["one"], args.concurrency, args.seconds)
-    await mixed_throughput(port, plan["uniform"][:512], args.concurrency, 1.0)
-    uniform = await mixed_throughput(port, plan["uniform"], args.concurrency, args.seconds)
+    await _throughput(port, plan["one"], args.concurrency, 1.0)
+    one = await _throughput(port, plan["one"], args.concurrency, args.seconds)
+    await _throughput(port, plan["uniform"][:512], args.concurrency, 1.0)
+    uniform = await _throughput(port, plan["uniform"], args.concurrency, args.seconds)
     assembly_body = json.dumps({"factor_set": "dsprites5", "tasks": one_subset(DSPRITES)}).encode()
     _, answer = await _once("POST", port, "/v1/assemblies", assembly_body)
     assembly = json.loads(answer)

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,15 +225,17 @@ async def _latencies(port: int, raw: bytes, n: int) -> list[float]:
     return times
 
 
-async def _throughput(port: int, raw: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+async def _throughput(port: int, raw: bytes | Sequence[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+    """``concurrency`` keep-alive clients for ``seconds``; ``raw`` is one request, or a sequence taken in turn."""
     stop = time.perf_counter() + seconds
     counts, errors, lat = [0], [0], []
+    turn = itertools.cycle([raw] if isinstance(raw, bytes) else raw)
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while time.perf_counter() < stop:
             t = time.perf_counter()
-            writer.write(raw)
+            writer.write(next(turn))
             status, _ = await _read_response(reader)
             lat.append(1000 * (time.perf_counter() - t))
             counts[0] += 1
@@ -242,13 +245,13 @@ async def _throughput(port: int, raw: bytes, concurrency: int, seconds: float) -
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - start
-    lat.sort()
     return {
         "rps": counts[0] / wall,
         "requests": counts[0],
+        "wall_s": wall,
         "errors": errors[0],
-        "p50_ms": lat[len(lat) // 2],
-        "p99_ms": lat[int(len(lat) * 0.99)],
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
     }
 
 

@@ -212,9 +212,10 @@ class ResidentSet:
             self._promoting = True
             self.promote(route)
 
-    def set_fused(self, route: Route, session: Any) -> None:
+    def set_fused(self, route: Route, session: Any, *, size_bytes: int) -> None:
         """Install the dominant route's fused session (from the building thread); the next batch uses it."""
         self.fused = (route, session)
+        self.size_bytes += size_bytes
         self.stats.promotions += 1
 
     def _run_fused(self, route: Route, session: Any, x: np.ndarray, spans: Sequence[Span]) -> list[list[np.ndarray]]:

@@ -24,6 +24,7 @@ Building runs on a thread pool, inference on a one-thread executor (ORT parallel
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -118,12 +119,18 @@ class Runtime:
         self._loading: dict[ResidentKey, asyncio.Task[ResidentSet]] = {}
         self._resolved: dict[str, tuple[float, FactorSetInfo]] = {}
         self._resolving: dict[str, asyncio.Future[FactorSetInfo]] = {}
-        self.cache_bytes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # set on first use: budget checks run on it
         self.stats = RuntimeStats()
         self.pins_ready = not parse_pins(settings.pin)
         self._builder = AssemblyBuilder(
             factory, store, self.provider, threads=self.threads, parts=self._parts, stats=self.stats
         )
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes under ``KF_CACHE_BYTES``: each resident set's parts once (plus its dominant subset's fused session,
+        if it has one) and every cached fused assembly."""
+        return sum(e.size_bytes for e in self._cache.values()) + sum(r.size_bytes for r in self._resident.values())
 
     # ----------------------------------------------------------------- factor sets
     async def resolve(self, ref: str) -> FactorSetInfo:
@@ -147,9 +154,9 @@ class Runtime:
         """Forget a deleted factor set: its resident sessions, fused sessions, pins and resolved references.
         Requests already queued on it finish; the next ones get a 404."""
         for key in [k for k in self._cache if k[0] == factor_set_id]:
-            self.cache_bytes -= self._cache.pop(key).size_bytes
+            del self._cache[key]
         for rkey in [k for k in self._resident if k[0] == factor_set_id]:
-            self.cache_bytes -= self._resident.pop(rkey).size_bytes
+            del self._resident[rkey]
         self._pinned = {k for k in self._pinned if k[0] != factor_set_id}
         for ref in [r for r, (_, info) in self._resolved.items() if info.id == factor_set_id]:
             self._resolved.pop(ref, None)
@@ -222,7 +229,7 @@ class Runtime:
         return list(self._resident.values())
 
     async def _load_resident(self, key: ResidentKey, fs: FactorSetInfo) -> ResidentSet:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         try:
             resident = await loop.run_in_executor(self._build_pool, self._load_resident_sync, fs)
         finally:
@@ -236,7 +243,6 @@ class Runtime:
         )
         resident.promote = lambda route: self._promote(resident, route)
         self._resident[key] = resident
-        self.cache_bytes += resident.size_bytes
         self.stats.resident_loads += 1
         self._enforce_budget(keep=key)
         return resident
@@ -258,7 +264,12 @@ class Runtime:
         except Exception:  # the parts keep serving this subset; nothing is lost
             log.exception("fused session for %s %s failed to build", resident.factor_set.name, route.tasks)
             return
-        resident.set_fused(route, session)
+        # Its weights are a second copy of the subset's parts (ORT-optimised pieces): counted against the budget.
+        size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in route.tasks)
+        resident.set_fused(route, session, size_bytes=size)
+        if self._loop is not None:  # the cache belongs to the event loop's thread: check the budget there
+            key: ResidentKey = (resident.factor_set.id, self.provider.name)
+            self._loop.call_soon_threadsafe(functools.partial(self._enforce_budget, keep=key))
         log.info("dominant subset %s of %s now served by its fused session", route.tasks, resident.factor_set.name)
 
     def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
@@ -354,7 +365,6 @@ class Runtime:
 
     def _insert(self, entry: Entry) -> None:
         self._cache[entry.key] = entry
-        self.cache_bytes += entry.size_bytes
         self._enforce_budget(keep=entry.key)
 
     def _enforce_budget(self, *, keep: CacheKey | ResidentKey) -> None:
@@ -366,7 +376,6 @@ class Runtime:
             if key == keep or key in self._pinned:
                 continue
             evicted = self._cache.pop(key)
-            self.cache_bytes -= evicted.size_bytes
             self.stats.evictions += 1
             log.info(
                 "cache: evicted assembly %s %s (%d bytes)", evicted.factor_set.name, evicted.tasks, evicted.size_bytes
@@ -377,7 +386,6 @@ class Runtime:
             if rkey == keep or rkey in self._pinned:
                 continue
             gone = self._resident.pop(rkey)  # queued requests still hold it and finish
-            self.cache_bytes -= gone.size_bytes
             self.stats.evictions += 1
             log.info("cache: evicted factor set %s (%d bytes)", gone.factor_set.name, gone.size_bytes)
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from kf_core import load_parts
 from kf_core.ort import available_providers, create_session
 from service.catalog.models import Assembly
 from tests.conftest import open_client
@@ -597,6 +598,8 @@ def test_a_dominant_subset_gets_a_fused_session_off_the_request_path_with_the_sa
 ) -> None:
     runtime = api.app.state.runtime
     want = trained.logits()
+    assert _predict(api, trained.x[:1], ["scale", "pos_x"]).status_code == 200
+    parts_only = runtime.cache_bytes
     for i in range(300):  # one subset only: it dominates the first window of 256 requests
         assert _predict(api, trained.x[i % 8 : i % 8 + 1], ["scale", "pos_x"]).status_code == 200
     deadline = 200
@@ -604,6 +607,10 @@ def test_a_dominant_subset_gets_a_fused_session_off_the_request_path_with_the_sa
         threading.Event().wait(0.05)
         deadline -= 1
     assert runtime.stats.parts.promotions == 1
+    # The fused session holds its own copy of the CKN and both task parts: counted against KF_CACHE_BYTES.
+    parts = load_parts(trained.run_dir / "parts")
+    fused_bytes = parts.ckn.ByteSize() + parts.tasks["scale"].ByteSize() + parts.tasks["pos_x"].ByteSize()
+    assert runtime.cache_bytes == parts_only + fused_bytes
     before = runtime.stats.parts.fused_runs
     r = _predict(api, trained.x, ["scale", "pos_x"])
     assert runtime.stats.parts.fused_runs == before + 1  # answered by the fused session
