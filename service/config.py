@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     artifact_cache_dir: Path = Path("./kf-data/artifact-cache")  # object store: local read-through cache
     artifact_cache_bytes: int = Field(default=4 << 30, ge=0)  # object store: cache size limit (LRU eviction)
     s3_endpoint_url: str | None = None  # S3-compatible stores other than AWS (MinIO, Ceph, ...)
+    # gc: files stored but not (yet) registered are kept this long (and while any job that started before them runs)
+    gc_grace_s: float = Field(default=3600.0, ge=0)
     work_dir: Path = Path("./kf-data/work")  # per-job scratch space (checkpoints, exported parts before storing)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # jobs and serving; "cuda" fails if CUDA is not usable
     cache_bytes: int = Field(default=2 << 30, ge=0)  # serving: memory budget of the ONNX Runtime session cache

@@ -59,6 +59,7 @@ _FIND = {
     "dataset": "list them with GET /v1/datasets",
     "job": "list them with GET /v1/jobs",
     "factor set": "list them with GET /v1/factor-sets",
+    "alias": "list a factor set's aliases with GET /v1/factor-sets/{name}/aliases",
     "assembly": "create one with POST /v1/assemblies",
     "artifact": "artifact hashes are listed on their factor set, teacher or dataset",
     "api key": "list them with kf keys list",

@@ -32,6 +32,7 @@ from service.api.routes import (
     body_schemas,
     datasets,
     factor_sets,
+    gc,
     health,
     jobs,
     metrics,
@@ -241,7 +242,20 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    for module in (health, whoami, teachers, datasets, jobs, factor_sets, artifacts, assemblies, predict, v2, metrics):
+    for module in (
+        health,
+        whoami,
+        teachers,
+        datasets,
+        jobs,
+        factor_sets,
+        gc,
+        artifacts,
+        assemblies,
+        predict,
+        v2,
+        metrics,
+    ):
         app.include_router(module.router)
     mount_console(app)
     return app

@@ -12,6 +12,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 __all__ = [
+    "AliasPublic",
+    "AliasSet",
+    "AliasesPublic",
     "ArtifactPublic",
     "AssemblyCreate",
     "AssemblyOutput",
@@ -25,12 +28,14 @@ __all__ = [
     "FactorSetBrief",
     "FactorSetPublic",
     "FactorSetsPublic",
+    "GcPublic",
     "JobCreate",
     "JobPublic",
     "JobsPublic",
     "PredictRequest",
     "PredictResponse",
     "RecipeOverrides",
+    "RetiredPublic",
     "SamplesPublic",
     "TaskIn",
     "TaskPrediction",
@@ -40,6 +45,7 @@ __all__ = [
     "TeachersPublic",
     "TensorSpec",
     "WhoAmI",
+    "alias_public",
     "factor_set_public",
 ]
 
@@ -307,6 +313,7 @@ class FactorSetPublic(_Out):
     manifest_artifact: ArtifactPublic
     report_artifact: ArtifactPublic
     factors: list[FactorPublic]
+    aliases: list[str] = Field(default_factory=list, description="aliases pointing at this version (name@alias)")
     lineage: Lineage
     created_at: dt.datetime
 
@@ -336,11 +343,64 @@ def factor_set_public(fs: Any) -> FactorSetPublic:
             "finished_at": job.finished_at,
         },
     )
-    return FactorSetPublic.model_validate({**_columns(fs), "factors": fs.factors, "lineage": lineage})
+    aliases = [a.alias for a in fs.aliases]
+    return FactorSetPublic.model_validate(
+        {**_columns(fs), "factors": fs.factors, "aliases": aliases, "lineage": lineage}
+    )
+
+
+class GcPublic(BaseModel):
+    """What a garbage collection (or a retirement) deleted; in a dry run, what it would delete."""
+
+    dry_run: bool
+    count: int = Field(description="artifacts deleted")
+    bytes: int = Field(description="bytes freed")
+    sha256: list[str] = Field(description="the deleted artifacts")
+    skipped: int = Field(description="found unreferenced, but referenced again or in use when deleted: kept")
+
+
+class RetiredPublic(BaseModel):
+    """A deleted factor set version, teacher or dataset, and the storage its deletion freed."""
+
+    deleted: str = Field(description="what was deleted (name:version, teacher or dataset name)")
+    freed: GcPublic
+
+
+class AliasSet(BaseModel):
+    """``PUT /v1/factor-sets/{name}/aliases/{alias}``: the version the alias points at from now on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1, le=2**31 - 1, description="an existing version of the factor set")
+
+
+class AliasPublic(BaseModel):
+    name: str
+    alias: str
+    ref: str = Field(description="the reference to use: name@alias")
+    version: int
+    factor_set_id: uuid.UUID
+    updated_at: dt.datetime
+
+
+class AliasesPublic(BaseModel):
+    data: list[AliasPublic]
+    count: int
+
+
+def alias_public(row: Any) -> AliasPublic:
+    return AliasPublic(
+        name=row.name,
+        alias=row.alias,
+        ref=f"{row.name}@{row.alias}",
+        version=row.factor_set.version,
+        factor_set_id=row.factor_set_id,
+        updated_at=row.updated_at,
+    )
 
 
 def _columns(row: Any) -> dict[str, Any]:
-    names = FactorSetPublic.model_fields.keys() - {"factors", "lineage"}
+    names = FactorSetPublic.model_fields.keys() - {"factors", "aliases", "lineage"}
     return {n: getattr(row, n) for n in names}
 
 
@@ -357,7 +417,7 @@ FactorSetRef = Annotated[
     Field(
         min_length=1,
         max_length=200,
-        description="factor set id, name (its latest version) or name:version",
+        description="factor set id, name (its latest version), name:version or name@alias",
         examples=["dsprites-demo", "dsprites-demo:2"],
     ),
 ]

@@ -5,10 +5,11 @@
 
 Creating, listing and revoking keys are catalog writes (``service.catalog.keys``); this module checks requests.
 
-Scopes: ``predict`` keys may predict and read everything; ``admin`` keys may also upload teachers and datasets and
-submit or cancel jobs. Health, readiness, server metadata and ``/metrics`` stay open (load balancers and
-Prometheus call them). While the catalog holds no active key the API is open to anyone who can reach it, which is
-why ``kf serve`` then binds 127.0.0.1 only and refuses any other address unless ``KF_ALLOW_ANONYMOUS=true``.
+Scopes: ``predict`` keys may predict and read everything; ``admin`` keys may also upload teachers and datasets,
+submit or cancel jobs, change factor sets (aliases), delete rows and collect garbage. Health, readiness, server
+metadata and ``/metrics`` stay open (load balancers and Prometheus call them). While the catalog holds no active
+key the API is open to anyone who can reach it, which is why ``kf serve`` then binds 127.0.0.1 only and refuses
+any other address unless ``KF_ALLOW_ANONYMOUS=true``.
 
 Keys are random 256-bit secrets, so a plain sha256 is a sound hash (no brute force to slow down); comparisons are
 constant-time (``hmac.compare_digest``), also when the prefix is unknown. Verified keys are remembered for
@@ -37,7 +38,7 @@ __all__ = ["CACHE_TTL_S", "Authenticator", "Principal", "required_scope"]
 CACHE_TTL_S = 5.0
 _KEY = re.compile(r"^kf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _OPEN = frozenset({"/v1/health", "/v2", "/v2/health/live", "/v2/health/ready", "/metrics"})
-_ADMIN_PREFIXES = ("/v1/teachers", "/v1/datasets", "/v1/jobs", "/v1/factor-sets")
+_ADMIN_PREFIXES = ("/v1/teachers", "/v1/datasets", "/v1/jobs", "/v1/factor-sets", "/v1/gc")
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 

@@ -202,6 +202,37 @@ class ArtifactStore:
             return
         self.path_for(sha256).unlink(missing_ok=True)
 
+    def list_stored(self) -> list[tuple[str, int, float]]:
+        """``(sha256, size, modification time)`` of every artifact in the store (temp files excluded)."""
+        out = []
+        if self.remote is not None:
+            for key, size, mtime in self.remote.list_objects():
+                sha = key.rsplit("/", 1)[-1]
+                if key == self._key_or_none(sha):
+                    out.append((sha, size, mtime))
+            return out
+        for path in self.root.glob("??/*"):
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                if path.is_file() and self._key_or_none(path.name) == f"{path.parent.name}/{path.name}":
+                    out.append((path.name, st.st_size, st.st_mtime))
+        return out
+
+    def stored_mtime(self, sha256: str) -> float | None:
+        """When the artifact was last stored (storing existing content refreshes it), or None if it is absent."""
+        if self.remote is not None:
+            return self.remote.mtime(self.relative_path(sha256))
+        try:
+            return self.path_for(sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def _key_or_none(self, sha256: str) -> str | None:
+        try:
+            return self.relative_path(sha256)
+        except ValueError:
+            return None
+
     def describe(self, sha256: str) -> str:
         """Where the artifact lives, for messages: the file, or the object's URL."""
         if self.remote is not None:
@@ -280,6 +311,7 @@ class ArtifactStore:
                 try:
                     self._check(sha256, got, size, n, str(final))
                     tmp.unlink()  # same content already stored
+                    os.utime(final)  # fresh again: the collector spares files stored within its grace period
                     return StoredFile(sha256, size, self.relative_path(sha256))
                 except ArtifactCorruptError:
                     final.chmod(0o644)  # a damaged copy is replaced by the good bytes we just received

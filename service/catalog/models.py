@@ -4,6 +4,7 @@
                  job (last checkpoint)
     teacher ──< job ──1 factor_set ──< factor            dataset ──< job
                         factor_set ──< assembly
+                        factor_set ──< factor_set_alias (name@alias -> one version; movable)
 
 A factor set is registered in one transaction with its factors, and ``factor_set.job_id`` is unique: one job
 can never register two factor sets, whatever happens to its workers. Datetimes are timezone-aware UTC.
@@ -43,6 +44,7 @@ __all__ = [
     "Dataset",
     "Factor",
     "FactorSet",
+    "FactorSetAlias",
     "Job",
     "JobStatus",
     "Teacher",
@@ -233,6 +235,26 @@ class FactorSet(Base):
     ckn_artifact: Mapped[Artifact] = relationship(foreign_keys=[ckn_artifact_id], lazy="joined")
     manifest_artifact: Mapped[Artifact] = relationship(foreign_keys=[manifest_artifact_id], lazy="joined")
     report_artifact: Mapped[Artifact] = relationship(foreign_keys=[report_artifact_id], lazy="joined")
+    aliases: Mapped[list[FactorSetAlias]] = relationship(
+        back_populates="factor_set", order_by="FactorSetAlias.alias", lazy="selectin"
+    )
+
+
+class FactorSetAlias(Base):
+    """A movable name for one version: ``name@alias`` (``prod``, ``staging``) resolves to ``factor_set_id``."""
+
+    __tablename__ = "factor_set_alias"
+    __table_args__ = (UniqueConstraint("name", "alias"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=_uuid)
+    name: Mapped[str] = mapped_column(String(128))  # the factor set's name (every version shares it)
+    alias: Mapped[str] = mapped_column(String(64))
+    # RESTRICT: a version an alias points at cannot be deleted (move or delete the alias first).
+    factor_set_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("factor_set.id", ondelete="RESTRICT"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    factor_set: Mapped[FactorSet] = relationship(back_populates="aliases", lazy="joined")
 
 
 class Factor(Base):

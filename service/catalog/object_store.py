@@ -87,6 +87,24 @@ class RemoteObjects:
             found = self._fs.find(self._root)
         return sorted(str(p)[len(self._root) :].lstrip("/") for p in found)
 
+    def list_objects(self) -> list[tuple[str, int, float]]:
+        """``(key, size, last modified as a POSIX time)`` of every object under the prefix (for the collector)."""
+        with self._errors(""):
+            found = self._fs.find(self._root, detail=True)
+        out = []
+        for path, info in found.items():
+            key = str(path)[len(self._root) :].lstrip("/")
+            out.append((key, int(info.get("size") or 0), _mtime(info)))
+        return out
+
+    def mtime(self, key: str) -> float | None:
+        """The object's last-modified time (POSIX), or None if there is no such object."""
+        with self._errors(key):
+            try:
+                return _mtime(self._fs.info(self._path(key)))
+            except FileNotFoundError:
+                return None
+
     def _path(self, key: str) -> str:
         return f"{self._root}/{key}"
 
@@ -102,3 +120,12 @@ class RemoteObjects:
                 f"the artifact store {self.url} failed on {key or 'a listing'} ({type(e).__name__}: {e}); check "
                 "KF_ARTIFACT_URL, KF_S3_ENDPOINT_URL and the AWS credentials, and that the bucket exists"
             ) from e
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    value = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
+    if value is None:
+        return 0.0
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)

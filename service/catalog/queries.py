@@ -18,7 +18,17 @@ from sqlalchemy.orm import Session
 from service.catalog.artifacts import StoredFile
 from service.catalog.db import utcnow
 from service.catalog.leases import lock_job
-from service.catalog.models import Artifact, Assembly, Base, Dataset, FactorSet, Job, JobStatus, Teacher
+from service.catalog.models import (
+    Artifact,
+    Assembly,
+    Base,
+    Dataset,
+    FactorSet,
+    FactorSetAlias,
+    Job,
+    JobStatus,
+    Teacher,
+)
 from service.errors import ConflictError, NotFoundError
 from service.schemas import DatasetInfo, TeacherInfo
 
@@ -245,11 +255,19 @@ def list_factor_sets(
 
 
 def resolve_factor_set(*, session: Session, ref: str) -> FactorSet:
-    """A factor set by id, by ``name`` (its latest version) or by ``name:version``."""
+    """A factor set by id, by ``name`` (its latest version), by ``name:version`` or by ``name@alias``."""
     try:
         return get_factor_set(session=session, factor_set_id=uuid.UUID(ref))
     except ValueError:
         pass
+    if "@" in ref:
+        name, _, alias = ref.partition("@")
+        pointer = session.scalar(
+            select(FactorSetAlias).where(FactorSetAlias.name == name, FactorSetAlias.alias == alias)
+        )
+        if pointer is None:
+            raise NotFoundError("alias", repr(ref))
+        return pointer.factor_set
     name, sep, version = ref.rpartition(":")
     query = select(FactorSet)
     if sep and version.isdigit():

@@ -6,11 +6,14 @@ Service operations (``service.cli.ops``):
     kf serve [--host H --port P]        the HTTP API (jobs run inline unless KF_REDIS_URL is set)
     kf worker [--queue Q] [--burst]     an RQ worker for factorization jobs (needs KF_REDIS_URL)
     kf db upgrade | current             migrate the catalog (KF_DATABASE_URL) / show its revision
+    kf gc [--dry-run]                   delete artifacts that nothing in the catalog references
 API client (``service.cli.client``; --api or KF_API_URL, default http://127.0.0.1:8000):
     kf teachers upload FILE --spec SPEC.json | list | show ID
     kf jobs submit --teacher ID --dataset dsprites [--tasks a,b] [--epochs N] [--set train.lr=0.01] [--wait]
     kf jobs list [--status S] | show ID | cancel ID
     kf factor-sets extend REF --tasks t [--wait] | remove-tasks REF --tasks t | import RUN_DIR --name N ...
+    kf retire factor-set NAME:VERSION | teacher ID | dataset ID
+    kf aliases list NAME | set NAME ALIAS VERSION | delete NAME ALIAS
 
 Errors a user can cause print one line saying what to fix and exit with status 2.
 """

@@ -1,4 +1,4 @@
-"""API client commands: ``kf teachers ...`` and ``kf jobs ...`` talk to a running KF API over HTTP.
+"""API client commands: ``kf teachers ...``, ``kf jobs ...`` and ``kf aliases ...`` talk to a running KF API over HTTP.
 
 The API's address comes from ``--api`` or ``KF_API_URL`` (default ``http://127.0.0.1:8000``), its key (when the
 server has keys) from ``--api-key`` or ``KF_API_KEY``. Output is JSON for
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from service.cli.engine import csv_list
 
@@ -72,6 +73,23 @@ def add_client_commands(sub: Any) -> None:
     show.add_argument("--wait", action="store_true", help="follow progress until the job finishes")
     cancel = _command(j, "cancel", "cancel a queued or running job", _jobs_cancel)
     cancel.add_argument("id")
+
+    r = sub.add_parser("retire", help="delete a factor set version, a teacher or a dataset (via the API)")
+    r = r.add_subparsers(dest="retire_command", required=True)
+    _command(r, "factor-set", "delete a version (id or name:version)", _retire("factor-sets")).add_argument("ref")
+    _command(r, "teacher", "delete a teacher (id)", _retire("teachers")).add_argument("ref")
+    _command(r, "dataset", "delete a dataset (id)", _retire("datasets")).add_argument("ref")
+
+    a = sub.add_parser("aliases", help="factor set aliases, name@alias (via the API)")
+    a = a.add_subparsers(dest="aliases_command", required=True)
+    _command(a, "list", "list a factor set's aliases", _aliases_list).add_argument("name")
+    put = _command(a, "set", "point NAME@ALIAS at VERSION (create or move it)", _aliases_set)
+    put.add_argument("name")
+    put.add_argument("alias")
+    put.add_argument("version", type=int)
+    rm = _command(a, "delete", "delete an alias", _aliases_delete)
+    rm.add_argument("name")
+    rm.add_argument("alias")
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
@@ -157,6 +175,31 @@ def _jobs_list(args: argparse.Namespace) -> int:
         )
     print(f"{len(page['data'])} of {page['count']} job(s)")
     return 0
+
+
+def _retire(collection: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        return _print(_call(args, "DELETE", f"/v1/{collection}/{quote(args.ref, safe='')}"))
+
+    return handler
+
+
+def _aliases_list(args: argparse.Namespace) -> int:
+    page = _call(args, "GET", f"/v1/factor-sets/{quote(args.name, safe='')}/aliases")
+    for row in page["data"]:
+        print(f"{row['ref']:<40} -> version {row['version']}  ({row['factor_set_id']})")
+    print(f"{page['count']} alias(es)")
+    return 0
+
+
+def _aliases_set(args: argparse.Namespace) -> int:
+    path = f"/v1/factor-sets/{quote(args.name, safe='')}/aliases/{quote(args.alias, safe='')}"
+    return _print(_call(args, "PUT", path, json={"version": args.version}))
+
+
+def _aliases_delete(args: argparse.Namespace) -> int:
+    path = f"/v1/factor-sets/{quote(args.name, safe='')}/aliases/{quote(args.alias, safe='')}"
+    return _print(_call(args, "DELETE", path))
 
 
 def _jobs_cancel(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Service operations: ``kf serve``, ``kf worker``, ``kf keys``, ``kf db upgrade|current``. Settings: ``KF_*``."""
+"""Service operations: ``kf serve``, ``kf worker``, ``kf keys``, ``kf gc``, ``kf db upgrade|current``. Settings:
+``KF_*``."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def add_ops_commands(sub: Any) -> None:
     revoke = keys.add_parser("revoke", help="revoke a key by its prefix (effective within 5 s)")
     revoke.add_argument("prefix")
     revoke.set_defaults(handler=_cmd_keys_revoke)
+
+    gc = sub.add_parser("gc", help="delete artifacts nothing in the catalog references (KF_GC_GRACE_S protects new)")
+    gc.add_argument("--dry-run", action="store_true", help="only report what would be deleted")
+    gc.set_defaults(handler=_cmd_gc)
 
     db = sub.add_parser("db", help="catalog database").add_subparsers(dest="db_command", required=True)
     up = db.add_parser("upgrade", help="apply migrations (KF_DATABASE_URL) up to a revision")
@@ -159,6 +164,28 @@ def _session() -> Iterator[Any]:
             yield session
     finally:
         engine.dispose()
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from service.catalog.artifacts import open_store
+    from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.gc import collect
+    from service.config import get_settings
+
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        report = collect(
+            factory=make_sessionmaker(engine),
+            store=open_store(settings),
+            dry_run=args.dry_run,
+            grace_s=settings.gc_grace_s,
+        )
+    finally:
+        engine.dispose()
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {report.count} artifact(s), {report.bytes} bytes; {report.skipped} kept (referenced again)")
+    return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

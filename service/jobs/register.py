@@ -5,7 +5,8 @@ there; each part's hash must equal the hash kf_core's exporter wrote into the ma
 transaction, fenced by the run's lease, marks the job succeeded and inserts the factor set, its factors and
 their artifact rows. A cancel, a lost lease or a crash before that commit leaves nothing registered (at most
 unreferenced content-addressed files); ``factor_set.job_id`` being unique makes a second registration
-impossible even for a zombie run.
+impossible even for a zombie run. The garbage collector (:mod:`service.catalog.gc`) may run at any time: a
+registration re-checks, inside its transaction, that every file it registers is still in the store.
 """
 
 from __future__ import annotations
@@ -48,14 +49,26 @@ def register_factor_set(
     manifest_file = _store_verified(store, parts / "manifest.json", None)
     report_file = _store_verified(store, run_dir / "report.json", None)
 
-    for attempt in range(3):  # only a concurrent registration under the same name can make this loop
+    sources = {ckn.sha256: parts / manifest["ckn"]["file"], manifest_file.sha256: parts / "manifest.json"}
+    sources |= {tasks[name].sha256: parts / entry["file"] for name, entry in manifest["tasks"].items()}
+    sources[report_file.sha256] = run_dir / "report.json"
+
+    for attempt in range(3):  # a concurrent registration under the same name, or the collector, makes this loop
         try:
             with session_scope(factory) as session:
-                return _insert(session, lease, manifest, report, ckn, tasks, manifest_file, report_file)
+                factor_set = _insert(session, lease, manifest, report, ckn, tasks, manifest_file, report_file)
+                # The collector may have deleted an unreferenced artifact with the same content between our upload
+                # and the rows above; now that this transaction holds the rows, put back any file that went.
+                for sha, path in sources.items():
+                    if not store.exists(sha):
+                        log.info("artifact %s was collected during registration; storing it again", sha)
+                        _store_verified(store, path, sha)
+                return factor_set
         except IntegrityError as e:
-            if "version" not in str(e.orig) or attempt == 2:
+            message = str(e.orig).lower()
+            if ("version" not in message and "foreign key" not in message) or attempt == 2:
                 raise
-            log.info("factor set version taken by a concurrent registration; retrying")
+            log.info("registration raced with another registration or the collector; retrying")
     raise AssertionError("unreachable")
 
 

@@ -1,8 +1,9 @@
-"""Factor sets as serving addresses them: by id, by name (its latest version) or as ``name:version``.
+"""Factor sets as serving addresses them: by id, by name (its latest version), as ``name:version`` or as
+``name@alias`` (an alias, movable).
 
 :func:`load_factor_set_info` reads what serving needs about one factor set in one go (tasks, classes, input,
 manifest); factor sets never change once registered, so ids and ``name:version`` resolve to the same answer
-forever (:func:`is_immutable_ref`), while a bare name follows new versions.
+forever (:func:`is_immutable_ref`), while a bare name follows new versions and an alias follows its moves.
 """
 
 from __future__ import annotations
@@ -112,7 +113,10 @@ def materialize_parts(store: ArtifactStore, fs: FactorSetInfo, directory: Path) 
 
 
 def is_immutable_ref(ref: str) -> bool:
-    """True for an id or ``name:version``, which always name the same factor set; False for a bare name."""
+    """True for an id or ``name:version``, which always name the same factor set; False for a bare name or
+    ``name@alias`` (both can move: a new version, a moved alias)."""
+    if "@" in ref:
+        return False
     if ":" in ref:
         return True
     try:

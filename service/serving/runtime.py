@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import threading
 import time
@@ -53,7 +54,9 @@ __all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pin
 log = logging.getLogger(__name__)
 
 _CUDA_BATCH_WAIT_MS = 2.0  # KF_BATCH_WAIT_MS's default on CUDA (0 on the CPU, see service.config)
-_RESOLVE_TTL_S = 1.0  # how long "name" (latest version) stays resolved; ids and name:version never change
+# How long "name" (latest version) and "name@alias" stay resolved: a new version or a moved alias is served
+# within this time on every replica. Ids and name:version never change.
+_RESOLVE_TTL_S = 1.0
 
 ResidentKey = tuple[uuid.UUID, str]
 
@@ -130,10 +133,11 @@ class Runtime:
 
     # ----------------------------------------------------------------- factor sets
     async def resolve(self, ref: str) -> FactorSetInfo:
-        """A factor set by id, by ``name`` (its latest version) or by ``name:version``.
+        """A factor set by id, by ``name`` (its latest version), by ``name:version`` or by ``name@alias``.
 
-        Answers from memory: ids and ``name:version`` never change; a bare name is looked up again after
-        ``_RESOLVE_TTL_S`` (a new version is served within that time). Concurrent lookups of one reference share
+        Answers from memory: ids and ``name:version`` never change; a bare name or ``name@alias`` is looked up
+        again after ``_RESOLVE_TTL_S`` (a new version or a moved alias is served within that time; this process
+        forgets at once what its own API changed, see :meth:`forget`). Concurrent lookups of one reference share
         one query.
         """
         hit = self._resolved.get(ref)
@@ -144,6 +148,36 @@ class Runtime:
             pending = asyncio.ensure_future(self._resolve_once(ref))
             self._resolving[ref] = pending
         return await asyncio.shield(pending)
+
+    def drop(self, factor_set_id: uuid.UUID) -> None:
+        """Forget a deleted factor set: its resident sessions, fused sessions, pins and resolved references.
+        Requests already queued on it finish; the next ones get a 404."""
+        for key in [k for k in self._cache if k[0] == factor_set_id]:
+            del self._cache[key]
+        for rkey in [k for k in self._resident if k[0] == factor_set_id]:
+            del self._resident[rkey]
+        self._pinned = {k for k in self._pinned if k[0] != factor_set_id}
+        for ref in [r for r, (_, info) in self._resolved.items() if info.id == factor_set_id]:
+            self._resolved.pop(ref, None)
+
+    def in_use_sha256(self) -> set[str]:
+        """The artifacts this process's caches were built from: stored graphs, manifests and parts."""
+        used = {e.graph_sha256 for e in self._cache.values()}
+        for resident in self._resident.values():
+            fs = resident.factor_set
+            used.add(fs.manifest_sha256)
+            manifest = self._parts_dir / fs.manifest_sha256 / "manifest.json"
+            try:
+                data = json.loads(manifest.read_text())
+                used |= {str(data["ckn"]["sha256"]), *(str(t["sha256"]) for t in data["tasks"].values())}
+            except (OSError, ValueError, KeyError):
+                pass
+        return used
+
+    def forget(self, name: str) -> None:
+        """Drop the resolved movable references of the factor set ``name`` (after an alias changed here)."""
+        for ref in [r for r in self._resolved if r == name or r.startswith(f"{name}@")]:
+            self._resolved.pop(ref, None)
 
     async def _resolve_once(self, ref: str) -> FactorSetInfo:
         try:

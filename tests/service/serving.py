@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ class Trained:
         return {k: v.numpy() for k, v in out.items()}
 
 
-def train_small_factor_set(run_dir: Path) -> Trained:
-    """A real factorization of a (trained) MLP teacher on 640 dSprites images: 5 tasks, 1 epoch, MLP parts."""
+def train_small_factor_set(run_dir: Path, *, seed: int = 0) -> Trained:
+    """A real factorization of a (trained) MLP teacher on 640 dSprites images: 5 tasks, 1 epoch, MLP parts.
+    ``seed`` seeds the factorization only (same teacher), so two seeds give two versions that answer differently."""
     from kf_core.data.spec import DataSpec, load_split
     from kf_core.export import export_factor_set
     from kf_core.factor import FactorConfig, NetSpec
@@ -44,7 +46,13 @@ def train_small_factor_set(run_dir: Path) -> Trained:
     teacher = fit_teacher(train=split.train, backbone=NetSpec("mlp", {"hidden": [32]}), train_config=cfg)
     tasks = [TaskSpec(name=t, output=t) for t in TASKS]
     factor = FactorConfig(ckn=NetSpec("mlp", {"hidden": [32]}), tsn=NetSpec("mlp", {"hidden": [8]}), feature_dim=16)
-    run = factorize(teacher=teacher, train=split.train, tasks=tasks, factor_config=factor, train_config=cfg)
+    run = factorize(
+        teacher=teacher,
+        train=split.train,
+        tasks=tasks,
+        factor_config=factor,
+        train_config=dataclasses.replace(cfg, seed=seed),
+    )
     model = run.model.eval()
     x = split.test.images(slice(0, 8))
     class_names = {t: split.train.classes[t] for t in TASKS}

@@ -14,7 +14,18 @@ from service.catalog.migrate import alembic_config, check_schema, current_revisi
 from service.catalog.models import Base
 from service.cli import main as kf
 
-TABLES = {"artifact", "teacher", "dataset", "job", "factor_set", "factor", "assembly", "api_key", "alembic_version"}
+TABLES = {
+    "artifact",
+    "teacher",
+    "dataset",
+    "job",
+    "factor_set",
+    "factor",
+    "factor_set_alias",
+    "assembly",
+    "api_key",
+    "alembic_version",
+}
 
 
 @pytest.fixture

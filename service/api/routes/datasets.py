@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from service.api.deps import PageDep, SessionDep, SettingsDep, StoreDep
 from service.api.routes import documented, multipart_body
 from service.api.uploads import receive_upload
 from service.catalog import datasets
 from service.catalog import queries as catalog
-from service.schemas import DatasetPublic, DatasetSpec, DatasetsPublic
+from service.catalog.reclaim import retire_dataset
+from service.schemas import DatasetPublic, DatasetSpec, DatasetsPublic, GcPublic, RetiredPublic
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -47,3 +49,17 @@ def list_datasets(session: SessionDep, page: PageDep) -> DatasetsPublic:
 @router.get("/{dataset_id}", response_model=DatasetPublic, summary="Show a dataset", responses=documented(404, 422))
 def get_dataset(dataset_id: uuid.UUID, session: SessionDep) -> object:
     return catalog.get_dataset(session=session, dataset_id=dataset_id)
+
+
+@router.delete(
+    "/{dataset_id}",
+    response_model=RetiredPublic,
+    summary="Delete a dataset and its finished jobs, and free its file (admin; refused while factor sets or active "
+    "jobs use it)",
+    responses=documented(404, 409, 422),
+)
+async def delete_dataset(dataset_id: uuid.UUID, request: Request, store: StoreDep) -> RetiredPublic:
+    name, report = await run_in_threadpool(
+        retire_dataset, factory=request.app.state.sessionmaker, store=store, dataset_id=dataset_id
+    )
+    return RetiredPublic(deleted=name, freed=GcPublic(**vars(report)))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from service.api.deps import PageDep, SessionDep, SettingsDep, StoreDep
 from service.api.routes import documented, multipart_body
 from service.api.uploads import receive_upload
 from service.catalog import queries as catalog
 from service.catalog import teachers
-from service.schemas import TeacherPublic, TeacherSpec, TeachersPublic
+from service.catalog.reclaim import retire_teacher
+from service.schemas import GcPublic, RetiredPublic, TeacherPublic, TeacherSpec, TeachersPublic
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
@@ -45,3 +47,17 @@ def list_teachers(session: SessionDep, page: PageDep) -> TeachersPublic:
 @router.get("/{teacher_id}", response_model=TeacherPublic, summary="Show a teacher", responses=documented(404, 422))
 def get_teacher(teacher_id: uuid.UUID, session: SessionDep) -> object:
     return catalog.get_teacher(session=session, teacher_id=teacher_id)
+
+
+@router.delete(
+    "/{teacher_id}",
+    response_model=RetiredPublic,
+    summary="Delete a teacher and its finished jobs, and free its file (admin; refused while factor sets or active "
+    "jobs use it)",
+    responses=documented(404, 409, 422),
+)
+async def delete_teacher(teacher_id: uuid.UUID, request: Request, store: StoreDep) -> RetiredPublic:
+    name, report = await run_in_threadpool(
+        retire_teacher, factory=request.app.state.sessionmaker, store=store, teacher_id=teacher_id
+    )
+    return RetiredPublic(deleted=name, freed=GcPublic(**vars(report)))
