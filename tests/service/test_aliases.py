@@ -42,15 +42,13 @@ def versions(trained_pair: tuple[Trained, Trained], session: Any, job: Any, fact
     first = register(trained_pair[0], session=session, job=job, factory=factory, store=store)
     job2 = catalog.create_job(
         session=session,
-        fields={
-            "teacher_id": job.teacher_id,
-            "dataset_id": job.dataset_id,
-            "recipe": {},
-            "factor_set_name": "fs",
-            "queue": "kf",
-            "max_attempts": 2,
-            "epochs": 1,
-        },
+        teacher_id=job.teacher_id,
+        dataset_id=job.dataset_id,
+        recipe={},
+        factor_set_name="fs",
+        queue="kf",
+        max_attempts=2,
+        epochs=1,
     )
     session.commit()
     second = register(trained_pair[1], session=session, job=job2, factory=factory, store=store)
@@ -199,7 +197,7 @@ def test_pins_accept_aliases(versions: list[Any], migrated: Any, session: Any) -
 
 
 def test_changing_an_alias_needs_an_admin_key(versions: list[Any], migrated: Any, session: Any) -> None:  # noqa: ARG001
-    from service.api.auth import create_key
+    from service.catalog.keys import create_key
 
     _, predict_key = create_key(session=session, scope="predict")
     _, admin_key = create_key(session=session, scope="admin")

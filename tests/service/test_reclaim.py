@@ -49,15 +49,13 @@ def _sharing_ckn(trained_pair: tuple[Trained, Trained], out: Path) -> Trained:
 def _new_job(session: Any, like: Any) -> Any:
     job = catalog.create_job(
         session=session,
-        fields={
-            "teacher_id": like.teacher_id,
-            "dataset_id": like.dataset_id,
-            "recipe": {},
-            "factor_set_name": "fs",
-            "queue": "kf",
-            "max_attempts": 2,
-            "epochs": 1,
-        },
+        teacher_id=like.teacher_id,
+        dataset_id=like.dataset_id,
+        recipe={},
+        factor_set_name="fs",
+        queue="kf",
+        max_attempts=2,
+        epochs=1,
     )
     session.commit()
     return job
