@@ -231,12 +231,36 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
+def baseline_env(env: dict[str, str], root: Path, tree: Path) -> dict[str, str]:
+    """The baseline's code refuses a catalog migrated past its own head: it serves a copy taken back there."""
+    import shutil
+
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import create_engine
+
+    from service.catalog.migrate import alembic_config
+
+    copy = root / "catalog-baseline.db"
+    shutil.copy(root / "catalog.db", copy)
+    theirs = alembic_config()
+    theirs.set_main_option("script_location", str(tree / "migrations"))
+    head = ScriptDirectory.from_config(theirs).get_current_head()
+    engine = create_engine(f"sqlite:///{copy}")
+    with engine.begin() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, head or "base")
+    engine.dispose()
+    return {**env, "KF_DATABASE_URL": f"sqlite:///{copy}"}
+
+
 def against_fused(
     env: dict[str, str], root: Path, tree: Path, args: argparse.Namespace, npy: str, x: Any
 ) -> dict[str, Any]:
     """Resident (this code) vs fused (the baseline tree) on the same deployment: both servers up, ``--rounds``
     rounds alternating which goes first, each figure the median round."""
-    servers = {label: serve(env, root, code) for label, code in (("fused", tree), ("resident", None))}
+    servers = {"fused": serve(baseline_env(env, root, tree), root, tree), "resident": serve(env, root)}
     try:
         rounds: dict[str, list[dict[str, float]]] = {"fused": [], "resident": []}
         for round_ in range(args.rounds):
