@@ -42,7 +42,7 @@ from kf_core.recipes import Recipe
 from kf_core.report import write_json
 from kf_core.tasks import TaskSpec, task_labels, validate_tasks
 from kf_core.teacher import Teacher
-from kf_core.train import distillation_loss, labels_for, run_defining_config, teacher_targets
+from kf_core.train import labels_for, run_defining_config, supervised_terms, teacher_targets
 
 __all__ = ["ExtendRun", "ckn_features", "extend_tasks", "remove_tasks", "run_extension"]
 
@@ -152,14 +152,12 @@ def extend_tasks(
                 l_min = losses.batch_moment_kl(z)
             s = net.head[key](z_c + z)
             y = labels[t.name][ti].to(device)
-            l_kd = distillation_loss(t, s, t_logits[t.output][ti][:, classes[t.name]].to(device), cfg)
-            l_cls = losses.label_smoothing_ce(s, y, cfg.label_smoothing)
+            l_kd, l_cls, acc = supervised_terms(t, s, t_logits[t.output][ti][:, classes[t.name]].to(device), y, cfg)
             l_task = losses.label_smoothing_ce(net.aux[key](z), y, cfg.label_smoothing)
             total = total + cfg.lambda_kd * l_kd + l_cls + cfg.task_weight * l_task + cfg.beta * l_min
-            keep = y >= 0
             metrics[f"{t.name}/loss_kd"] = l_kd
             metrics[f"{t.name}/loss_cls"] = l_cls
-            metrics[f"{t.name}/train_acc"] = ((s.argmax(1) == y) & keep).sum() / keep.sum().clamp(min=1)
+            metrics[f"{t.name}/train_acc"] = acc
         metrics["loss"] = total
         return total, metrics
 
