@@ -270,6 +270,7 @@ def make_job(session: Any, store: Any) -> Any:
     """A queued job row (max 2 attempts, factor set name "fs") on built-in digits and a stand-in teacher."""
     from service.catalog import queries as catalog
     from service.schemas import TeacherInfo
+    from tests.factories import queued_job
 
     stored = store.put_bytes(b"teacher bytes")
     artifact = catalog.record_artifact(session=session, stored=stored, media_type="application/onnx")
@@ -287,18 +288,7 @@ def make_job(session: Any, store: Any) -> Any:
         session=session, name="t", filename="t.onnx", description="", info=info, artifact=artifact
     )
     dataset = catalog.ensure_builtin_dataset(session=session, name="digits", classes={"digit": list("0123456789")})
-    job = catalog.create_job(
-        session=session,
-        teacher_id=teacher.id,
-        dataset_id=dataset.id,
-        recipe={},
-        factor_set_name="fs",
-        queue="kf",
-        max_attempts=2,
-        epochs=1,
-    )
-    session.commit()
-    return job
+    return queued_job(session, teacher_id=teacher.id, dataset_id=dataset.id)
 
 
 @pytest.fixture

@@ -154,3 +154,21 @@ def make_keys(session: Any) -> dict[str, str]:
 def bearer(key: str) -> dict[str, str]:
     """The request header that presents ``key``."""
     return {"Authorization": f"Bearer {key}"}
+
+
+def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any) -> Any:
+    """A queued one-epoch job for factor set ``fs`` in the catalog (committed), as a worker would find it."""
+    from service.catalog import queries as catalog
+
+    job = catalog.create_job(
+        session=session,
+        teacher_id=teacher_id,
+        dataset_id=dataset_id,
+        recipe={},
+        factor_set_name="fs",
+        queue="kf",
+        max_attempts=2,
+        epochs=1,
+    )
+    session.commit()
+    return job

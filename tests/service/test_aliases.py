@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from service.catalog import aliases as catalog_aliases
-from service.catalog import queries as catalog
 from service.catalog.db import session_scope
 from tests.conftest import open_client
+from tests.factories import queued_job
 from tests.service.helpers import free_port, wait_for
 from tests.service.serving import Trained, register, train_small_factor_set
 
@@ -40,17 +40,7 @@ def trained_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Trained, Tra
 def versions(trained_pair: tuple[Trained, Trained], session: Any, job: Any, factory: Any, store: Any) -> list[Any]:
     """``fs`` versions 1 and 2, registered by two jobs as workers would."""
     first = register(trained_pair[0], session=session, job=job, factory=factory, store=store)
-    job2 = catalog.create_job(
-        session=session,
-        teacher_id=job.teacher_id,
-        dataset_id=job.dataset_id,
-        recipe={},
-        factor_set_name="fs",
-        queue="kf",
-        max_attempts=2,
-        epochs=1,
-    )
-    session.commit()
+    job2 = queued_job(session, teacher_id=job.teacher_id, dataset_id=job.dataset_id)
     second = register(trained_pair[1], session=session, job=job2, factory=factory, store=store)
     assert (first.version, second.version) == (1, 2)
     return [first, second]

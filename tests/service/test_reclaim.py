@@ -21,6 +21,7 @@ from service.catalog.gc import collect
 from service.catalog.leases import claim_job
 from service.catalog.models import Artifact, Assembly, FactorSet
 from tests.conftest import open_client
+from tests.factories import queued_job
 from tests.service.serving import Trained, register, train_small_factor_set
 
 
@@ -46,21 +47,6 @@ def _sharing_ckn(trained_pair: tuple[Trained, Trained], out: Path) -> Trained:
     return Trained(out, report, first.model, first.x)
 
 
-def _new_job(session: Any, like: Any) -> Any:
-    job = catalog.create_job(
-        session=session,
-        teacher_id=like.teacher_id,
-        dataset_id=like.dataset_id,
-        recipe={},
-        factor_set_name="fs",
-        queue="kf",
-        max_attempts=2,
-        epochs=1,
-    )
-    session.commit()
-    return job
-
-
 def _artifact_ids(fs: FactorSet) -> set[Any]:
     ids = {fs.ckn_artifact_id, fs.manifest_artifact_id, fs.report_artifact_id}
     return ids | {f.artifact_id for f in fs.factors}
@@ -72,7 +58,8 @@ def two_versions(
 ) -> list[Any]:
     v1 = register(trained_pair[0], session=session, job=job, factory=factory, store=store)
     shared = _sharing_ckn(trained_pair, tmp_path / "shared-run")
-    v2 = register(shared, session=session, job=_new_job(session, job), factory=factory, store=store)
+    second = queued_job(session, teacher_id=job.teacher_id, dataset_id=job.dataset_id)
+    v2 = register(shared, session=session, job=second, factory=factory, store=store)
     assert v1.ckn_artifact.sha256 == v2.ckn_artifact.sha256
     return [v1, v2]
 
@@ -215,7 +202,7 @@ def test_a_registration_puts_back_what_the_collector_took_between_its_upload_and
     with factory() as s:
         delete_factor_set(session=s, ref="fs:1")
         s.commit()
-    again = _new_job(session, job)
+    again = queued_job(session, teacher_id=job.teacher_id, dataset_id=job.dataset_id)
     real_insert = registration._insert
     collected: list[Any] = []
 
