@@ -22,7 +22,7 @@ from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
 from service.catalog.models import Dataset, FactorSet, Job
 from service.config import Settings
-from service.errors import InvalidInputError, QueueUnavailableError
+from service.errors import InvalidInputError
 from service.jobs.spec import _check_fit, _data_json, _tasks
 from service.schemas import FactorSetExtend
 
@@ -35,7 +35,7 @@ EXTEND_KEY = "extend"  # the recipe entry that makes a job an extension of the f
 
 
 def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:
-    from service.jobs.submit import GPU_QUEUE, _referenced
+    from service.jobs.submit import _referenced, queue_job
 
     base = catalog.resolve_factor_set(session=session, ref=ref)
     teacher = base.teacher
@@ -44,25 +44,16 @@ def submit_extension(*, session: Session, settings: Settings, runner: Runner, re
         teacher = _referenced(lambda: catalog.get_teacher(session=session, teacher_id=teacher_id))
     dataset = _dataset(session, body, base)
     recipe = _recipe(base, body, teacher, dataset)
-    job = catalog.create_job(
+    return queue_job(
         session=session,
-        teacher_id=teacher.id,
-        dataset_id=dataset.id,
+        settings=settings,
+        runner=runner,
+        teacher=teacher,
+        dataset=dataset,
         recipe=recipe,
-        factor_set_name=base.name,
-        queue=GPU_QUEUE if recipe["train"].get("device") == "cuda" else settings.queue,
-        max_attempts=body.max_attempts or settings.max_attempts,
-        epochs=int(recipe["train"]["epochs"]),
+        name=base.name,
+        max_attempts=body.max_attempts,
     )
-    session.commit()
-    try:
-        runner.enqueue(job)
-    except QueueUnavailableError:
-        session.delete(job)
-        session.commit()
-        raise
-    session.commit()
-    return job
 
 
 def _dataset(session: Session, body: FactorSetExtend, base: FactorSet) -> Dataset:

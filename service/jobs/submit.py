@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -22,7 +22,7 @@ from service.jobs.runners import Runner
 from service.jobs.spec import resolve_recipe
 from service.schemas import JobCreate
 
-__all__ = ["cancel_job", "submit_job"]
+__all__ = ["cancel_job", "queue_job", "submit_job"]
 
 GPU_QUEUE = "gpu"
 _T = TypeVar("_T", Teacher, Dataset)
@@ -32,15 +32,39 @@ def submit_job(*, session: Session, settings: Settings, runner: Runner, job_in: 
     teacher = _referenced(lambda: catalog.get_teacher(session=session, teacher_id=job_in.teacher_id))
     dataset = _dataset(session, job_in)
     recipe = resolve_recipe(job_in=job_in, teacher=teacher, dataset=dataset)
-    device = recipe["train"].get("device", "auto")
+    return queue_job(
+        session=session,
+        settings=settings,
+        runner=runner,
+        teacher=teacher,
+        dataset=dataset,
+        recipe=recipe,
+        name=job_in.name or f"{teacher.name}-{dataset.name}",
+        max_attempts=job_in.max_attempts,
+    )
+
+
+def queue_job(
+    *,
+    session: Session,
+    settings: Settings,
+    runner: Runner,
+    teacher: Teacher,
+    dataset: Dataset,
+    recipe: dict[str, Any],
+    name: str,
+    max_attempts: int | None,
+) -> Job:
+    """Insert the job for a checked recipe and hand it to the runner; a queue that cannot take it (503) leaves no
+    row behind."""
     job = catalog.create_job(
         session=session,
         teacher_id=teacher.id,
         dataset_id=dataset.id,
         recipe=recipe,
-        factor_set_name=job_in.name or f"{teacher.name}-{dataset.name}",
-        queue=GPU_QUEUE if device == "cuda" else settings.queue,
-        max_attempts=job_in.max_attempts or settings.max_attempts,
+        factor_set_name=name,
+        queue=GPU_QUEUE if recipe["train"].get("device", "auto") == "cuda" else settings.queue,
+        max_attempts=max_attempts or settings.max_attempts,
         epochs=int(recipe["train"]["epochs"]),
     )
     session.commit()
