@@ -20,7 +20,7 @@ from kf_core.ort import import_onnxruntime as _import_onnxruntime
 _import_onnxruntime()  # fail now, with the fix in the message, rather than deep inside a run
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time they load on first use
-    from kf_core.assemble import COMBINED, assemble, assemble_bytes, assemble_session, assemble_to_file, load_parts
+    from kf_core.assemble import assemble, assemble_bytes, assemble_session, assemble_to_file, load_parts
     from kf_core.data import ArrayDataset, DataSpec, load_digits, load_dsprites, load_image_folder, load_npz, load_split
     from kf_core.data.dsprites import class_names as dsprites_class_names
     from kf_core.engine_demo import demo_recipe, run_demo
@@ -32,11 +32,21 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.nets import create_net, list_nets
     from kf_core.parts import FactorParts
     from kf_core.pipeline import run_factorization, run_teacher_fit
-    from kf_core.predict import check_batch, predict_file
+    from kf_core.predict import AssemblyDescription, check_batch, describe_assembly, predict_file, prediction_json
     from kf_core.progress_bar import ProgressBar
     from kf_core.recipes import Recipe, get_recipe, list_recipes
     from kf_core.registry import register_net
-    from kf_core.tasks import TaskSpec, class_groups, one_vs_all, select_tasks, validate_tasks
+    from kf_core.tasks import (
+        COMBINED,
+        CombinedHead,
+        TaskSpec,
+        check_task_names,
+        class_groups,
+        combined_head,
+        one_vs_all,
+        select_tasks,
+        validate_tasks,
+    )
     from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher
     from kf_core.train import factorize, fit_teacher
     from kf_core.verify import verify_factor_set
@@ -96,9 +106,15 @@ _EXPORTS: dict[str, str] = {
     "dsprites_class_names": "kf_core.data.dsprites:class_names",
     # serving (no torch): parts, assembled sessions, batch checks
     "FactorParts": "kf_core.parts",
-    "COMBINED": "kf_core.assemble",
+    "COMBINED": "kf_core.tasks",
+    "CombinedHead": "kf_core.tasks",
+    "check_task_names": "kf_core.tasks",
+    "combined_head": "kf_core.tasks",
     "assemble_bytes": "kf_core.assemble",
     "assemble_session": "kf_core.assemble",
+    "AssemblyDescription": "kf_core.predict",
+    "describe_assembly": "kf_core.predict",
+    "prediction_json": "kf_core.predict",
     "check_batch": "kf_core.predict",
     "predict_file": "kf_core.predict",
     "verify_factor_set": "kf_core.verify",
@@ -107,7 +123,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the two equal)
     "COMBINED",
     "ArrayDataset",
+    "AssemblyDescription",
     "Callback",
+    "CombinedHead",
     "DataSpec",
     "FactorConfig",
     "FactorNet",
@@ -127,9 +145,12 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "assemble_session",
     "assemble_to_file",
     "check_batch",
+    "check_task_names",
     "class_groups",
+    "combined_head",
     "create_net",
     "demo_recipe",
+    "describe_assembly",
     "dsprites_class_names",
     "export_factor_set",
     "extend_tasks",
@@ -147,6 +168,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "load_teacher",
     "one_vs_all",
     "predict_file",
+    "prediction_json",
     "register_net",
     "remove_tasks",
     "run_demo",

@@ -27,10 +27,12 @@ import onnx
 from onnx import helper
 
 from kf_core import ort
-from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
+from kf_core.errors import ModelFileError
 from kf_core.parts import FactorParts, load_parts, read_onnx
+from kf_core.tasks import COMBINED, check_task_names, combined_head
 
 __all__ = [
+    "COMBINED",
     "FactorParts",
     "assemble",
     "assemble_bytes",
@@ -41,7 +43,6 @@ __all__ = [
 ]
 
 ASSEMBLY_FORMAT = "kf-assembly/1"  # the JSON description under metadata_props["kf_assembly"]
-COMBINED = "combined"
 _SHARED = frozenset({"x", "z_c"})  # tensors every part shares; never renamed
 _CKN = "_ckn/"
 
@@ -144,36 +145,12 @@ def _check(model: onnx.ModelProto | bytes, names: list[str]) -> None:
 
 def _plan(parts: FactorParts, tasks: Sequence[str], combined: bool) -> tuple[list[str], dict[str, Any] | None]:
     """Validated task names, and the combined classifier's classes (or None)."""
-    if isinstance(tasks, str):
-        raise ConfigError(f"tasks must be a list of task names, not the string {tasks!r}")
-    names = list(tasks)
-    if not names:
-        raise EmptyTaskListError(f"no tasks given: name at least one of {', '.join(parts.task_names)}")
-    for i, n in enumerate(names):
-        if n not in parts.tasks:
-            raise UnknownTaskError("task", n, parts.task_names)
-        if n in names[:i]:
-            raise ConfigError(f"task {n!r} is listed twice; name each task once (known: {parts.task_names})")
+    names = check_task_names(tasks, parts.task_names)
     if not combined:
         return names, None
     metas = [parts.manifest["tasks"][n] for n in names]
-    outputs = sorted({m["output"] for m in metas})
-    if len(outputs) != 1:
-        per_task = ", ".join(f"{n} -> {m['output']}" for n, m in zip(names, metas, strict=True))
-        raise ConfigError(
-            "combined=True needs tasks that are class subsets of one teacher output, but these read "
-            f"{len(outputs)} outputs ({per_task}); assemble without combined, or pick tasks of one output"
-        )
-    classes = [int(c) for m in metas for c in m["classes"]]
-    if len(set(classes)) != len(classes):
-        raise ConfigError(
-            f"combined=True needs disjoint class subsets, but tasks {names} share classes of output "
-            f"{outputs[0]!r}; one softmax cannot hold a class twice"
-        )
-    if COMBINED in names:
-        raise ConfigError(f"task {COMBINED!r} clashes with the combined outputs; assemble it without combined")
-    class_names = [str(c) for m in metas for c in m["class_names"]]
-    return names, {"output": outputs[0], "classes": classes, "class_names": class_names}
+    head = combined_head([(n, m["output"], m["classes"], m["class_names"]) for n, m in zip(names, metas, strict=True)])
+    return names, {"output": head.output, "classes": head.classes, "class_names": head.class_names}
 
 
 def _header(

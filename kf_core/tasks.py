@@ -16,7 +16,20 @@ import numpy as np
 
 from kf_core.errors import ConfigError, EmptyTaskListError, UnknownOutputError, UnknownTaskError
 
-__all__ = ["TaskSpec", "class_groups", "one_vs_all", "select_tasks", "task_labels", "validate_tasks"]
+__all__ = [
+    "COMBINED",
+    "CombinedHead",
+    "TaskSpec",
+    "check_task_names",
+    "class_groups",
+    "combined_head",
+    "one_vs_all",
+    "select_tasks",
+    "task_labels",
+    "validate_tasks",
+]
+
+COMBINED = "combined"  # the name of the combined head's outputs (logits_combined, probs_combined)
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -119,6 +132,58 @@ def select_tasks(tasks: Sequence[TaskSpec], names: Iterable[str] | None) -> list
     if not chosen:
         raise EmptyTaskListError("the task list is empty: name at least one task")
     return chosen
+
+
+def check_task_names(tasks: Sequence[str], known: Sequence[str]) -> list[str]:
+    """``tasks`` as a list, in the given order, if it names known tasks, at least one and each once; else raise.
+
+    The one check of a requested task list: assembling a graph (:mod:`kf_core.assemble`) and serving a subset
+    (the service's factor-set routes) both call it, so a bad list gets the same message everywhere.
+    """
+    if isinstance(tasks, str):
+        raise ConfigError(f"tasks must be a list of task names, not the string {tasks!r}")
+    names = list(tasks)
+    if not names:
+        raise EmptyTaskListError(f"no tasks given: name at least one of {', '.join(known)}")
+    seen: set[str] = set()
+    for n in names:
+        if n not in known:
+            raise UnknownTaskError("task", n, list(known))
+        if n in seen:
+            raise ConfigError(f"task {n!r} is listed twice; name each task once (known: {list(known)})")
+        seen.add(n)
+    return names
+
+
+@dataclass(frozen=True)
+class CombinedHead:
+    """One softmax over the union of several tasks' classes (tasks that are disjoint subsets of one output)."""
+
+    output: str  # the teacher output the tasks read
+    classes: list[int]  # the output's class indices, task after task
+    class_names: list[str]
+
+
+def combined_head(tasks: Sequence[tuple[str, str, Sequence[int], Sequence[str]]]) -> CombinedHead:
+    """The combined head of ``tasks`` (each ``(name, output, classes, class_names)``), or a ConfigError saying why
+    they cannot share one softmax. The one check for the assembled graph and the served combined outputs."""
+    names = [t[0] for t in tasks]
+    outputs = sorted({t[1] for t in tasks})
+    if len(outputs) != 1:
+        per_task = ", ".join(f"{t[0]} -> {t[1]}" for t in tasks)
+        raise ConfigError(
+            "combined=True needs tasks that are class subsets of one teacher output, but these read "
+            f"{len(outputs)} outputs ({per_task}); ask without combined, or pick tasks of one output"
+        )
+    classes = [int(c) for t in tasks for c in t[2]]
+    if len(set(classes)) != len(classes):
+        raise ConfigError(
+            f"combined=True needs disjoint class subsets, but tasks {names} share classes of output "
+            f"{outputs[0]!r}; one softmax cannot hold a class twice"
+        )
+    if COMBINED in names:
+        raise ConfigError(f"task {COMBINED!r} clashes with the combined outputs; ask without combined")
+    return CombinedHead(outputs[0], classes, [str(n) for t in tasks for n in t[3]])
 
 
 def task_labels(task: TaskSpec, column: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ The cache around the builder (keys, single flight, LRU budget) is the runtime's:
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from kf_core import FactorParts, assemble_bytes, assemble_session, ort
+from kf_core import FactorParts, assemble_bytes, assemble_session, describe_assembly, ort
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import session_scope
@@ -172,17 +171,15 @@ def entry_from_session(
     source: str,
     session: Any,
 ) -> Entry:
-    desc = json.loads(session.get_modelmeta().custom_metadata_map["kf_assembly"])
+    desc = describe_assembly(session)
     outputs: list[OutputInfo] = []
-    heads = [(t["name"], t["logits"], t["probs"], t["class_names"]) for t in desc["tasks"]]
-    if desc.get("combined"):
-        c = desc["combined"]
-        heads.append(("combined", c["logits"], c["probs"], c["class_names"]))
-    for task, logits, probs, class_names in heads:
-        labels = [str(n) for n in class_names]
-        outputs += [OutputInfo(logits, task, "logits", labels), OutputInfo(probs, task, "probs", labels)]
-    graph_input = session.get_inputs()[0]
-    shape: list[int | None] = [None, *(int(d) for d in desc["input"]["shape"][1:])]
+    for head in desc.heads:
+        if head.probs is None:
+            raise ArtifactError(f"assembly {assembly_id} was built without probability outputs; it cannot be served")
+        outputs += [
+            OutputInfo(head.logits, head.name, "logits", head.class_names),
+            OutputInfo(head.probs, head.name, "probs", head.class_names),
+        ]
     return Entry(
         key=key,
         assembly_id=assembly_id,
@@ -193,7 +190,7 @@ def entry_from_session(
         size_bytes=size,
         source=source,
         session=session,
-        input_name=graph_input.name,
-        input_shape=shape,
+        input_name=desc.input_name,
+        input_shape=desc.input_shape,
         outputs=outputs,
     )

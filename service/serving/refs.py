@@ -18,8 +18,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from kf_core import FactorParts, load_parts
-from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
+from kf_core import FactorParts, check_task_names, load_parts
+from kf_core.errors import ModelFileError, UnknownTaskError
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 
@@ -60,20 +60,12 @@ class FactorSetInfo:
         raise UnknownTaskError("task", name, self.task_names)
 
     def canonical_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
-        """``tasks`` validated and put in the factor set's order; ``None`` means all of them."""
+        """``tasks`` validated (:func:`kf_core.check_task_names`) and put in the factor set's order; ``None`` means
+        all of them."""
         if tasks is None:
             return tuple(self.task_names)
-        if isinstance(tasks, str):
-            raise ConfigError(f"tasks must be a list of task names, not the string {tasks!r}")
-        if not tasks:
-            raise EmptyTaskListError(f"no tasks given: name at least one of {', '.join(self.task_names)}")
-        seen: set[str] = set()
-        for name in tasks:
-            self.task(name)
-            if name in seen:
-                raise ConfigError(f"task {name!r} is listed twice; name each task once")
-            seen.add(name)
-        return tuple(n for n in self.task_names if n in seen)
+        chosen = set(check_task_names(tasks, self.task_names))
+        return tuple(n for n in self.task_names if n in chosen)
 
 
 def load_factor_set_info(*, session: Session, ref: str) -> FactorSetInfo:

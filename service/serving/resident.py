@@ -26,15 +26,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from kf_core import FactorParts, ort
-from kf_core.errors import ConfigError
+from kf_core import COMBINED, FactorParts, combined_head, ort
 from service.serving.batching import SharedBatcher
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
 
 __all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_class_names", "group_heads"]
 
-COMBINED = "combined"
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
 _WINDOW = 256  # requests per look at which subset dominates
 _DOMINANT = 0.8  # share of a window's requests that makes a subset worth a fused session of its own
@@ -267,22 +265,7 @@ def group_heads(outputs: Sequence[OutputInfo]) -> list[tuple[str, OutputInfo, Ou
 def combined_class_names(fs: FactorSetInfo, tasks: Sequence[str]) -> list[str]:
     """The combined head's class names, if ``tasks`` are disjoint class subsets of one teacher output."""
     infos = [fs.task(n) for n in tasks]
-    outputs = sorted({t.output for t in infos})
-    if len(outputs) != 1:
-        per_task = ", ".join(f"{t.name} -> {t.output}" for t in infos)
-        raise ConfigError(
-            "combined=True needs tasks that are class subsets of one teacher output, but these read "
-            f"{len(outputs)} outputs ({per_task}); ask without combined, or pick tasks of one output"
-        )
-    classes = [c for t in infos for c in t.classes]
-    if len(set(classes)) != len(classes):
-        raise ConfigError(
-            f"combined=True needs disjoint class subsets, but tasks {list(tasks)} share classes of output "
-            f"{outputs[0]!r}; one softmax cannot hold a class twice"
-        )
-    if COMBINED in tasks:
-        raise ConfigError(f"task {COMBINED!r} clashes with the combined outputs; ask without combined")
-    return [n for t in infos for n in t.class_names]
+    return combined_head([(t.name, t.output, t.classes, t.class_names) for t in infos]).class_names
 
 
 def _rows(spans: Sequence[Span], span_ids: list[int]) -> np.ndarray:

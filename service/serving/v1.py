@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from kf_core import prediction_json
 from service.errors import InvalidInputError
 from service.schemas import AssemblyOutput, AssemblyPublic, FactorSetBrief, PredictRequest, TensorSpec
 from service.serving.assemblies import Entry
@@ -114,16 +115,9 @@ def predictions_json(entry: Route, outputs: list[np.ndarray], *, logits: bool, r
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
     predictions: dict[str, Any] = {}
     for task, logit_out, prob_out in entry.heads():
-        p = values[prob_out.name]
-        labels = p.argmax(axis=1)
-        item: dict[str, Any] = {
-            "labels": labels.tolist(),
-            "class_names": [prob_out.class_names[i] for i in labels],
-            "probabilities": p,  # orjson writes float32 arrays directly (shortest round-trip repr)
-        }
-        if logits:
-            item["logits"] = values[logit_out.name]
-        predictions[task] = item
+        # orjson writes the float32 arrays directly (shortest round-trip repr)
+        logit_values = values[logit_out.name] if logits else None
+        predictions[task] = prediction_json(values[prob_out.name], prob_out.class_names, logit_values)
     fs = entry.factor_set
     body = {
         "factor_set": {"id": str(fs.id), "name": fs.name, "version": fs.version},

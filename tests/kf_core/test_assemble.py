@@ -23,6 +23,8 @@ from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, Unkn
 from kf_core.factor import FactorNet
 from kf_core.ort import create_session
 from kf_core.parts import FactorParts
+from kf_core.predict import describe_assembly, predict_array, prediction_json
+from kf_core.tasks import check_task_names
 
 FactorSet = tuple[Path, dict[str, Any]]
 SUBSETS = [list(c) for k in range(1, 6) for c in itertools.combinations(range(5), k)]
@@ -136,6 +138,39 @@ def test_bad_task_lists(parts: FactorParts, tasks: Any, error: type[Exception], 
         assemble(parts, tasks)
     with pytest.raises(error, match=match):
         assemble_session(parts, tasks)
+    with pytest.raises(error, match=match):  # the one check, which the service's routes call too
+        check_task_names(tasks, parts.task_names)
+
+
+def test_combined_over_two_outputs_is_refused(parts: FactorParts) -> None:
+    with pytest.raises(ConfigError, match="class subsets of one teacher output"):
+        assemble(parts, ["size", "low"], combined=True)
+
+
+def test_the_description_names_every_head_and_predictions_follow_it(parts: FactorParts, inputs: torch.Tensor) -> None:
+    session = assemble_session(parts, ["low", "high"], combined=True)
+    desc = describe_assembly(session)
+    assert (desc.input_name, desc.input_shape[0]) == ("x", None)
+    assert [(h.name, h.logits, h.probs) for h in desc.heads] == [
+        ("low", "logits_low", "probs_low"),
+        ("high", "logits_high", "probs_high"),
+        ("combined", "logits_combined", "probs_combined"),
+    ]
+    low, high = (parts.manifest["tasks"][n]["class_names"] for n in ("low", "high"))
+    assert desc.heads[2].class_names == [*low, *high]
+    served = _run(session, inputs)
+    got = predict_array(session, inputs.numpy())
+    for head in desc.heads:
+        p = served[f"probs_{head.name}"]
+        want = prediction_json(p, head.class_names)
+        assert got[head.name]["labels"] == want["labels"] == p.argmax(axis=1).tolist()
+        assert got[head.name]["class_names"] == want["class_names"]
+        np.testing.assert_allclose(got[head.name]["probabilities"], p, atol=1e-5)
+
+
+def test_a_graph_without_a_description_is_refused(parts: FactorParts) -> None:
+    with pytest.raises(ModelFileError, match="no kf assembly description"):
+        describe_assembly(create_session(parts.ckn.SerializeToString()))
 
 
 def test_a_flipped_byte_is_caught(copy_dir: Path) -> None:

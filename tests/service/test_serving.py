@@ -620,3 +620,31 @@ def test_a_dominant_subset_gets_a_fused_session_off_the_request_path_with_the_sa
     assert runtime.stats.parts.fused_runs == before + 1
     assert np.abs(np.asarray(other.json()["predictions"]["shape"]["logits"]) - want["shape"]).max() <= TOL
     assert "kf_fused_promotions_total 1.0" in api.get("/metrics").text
+
+
+@pytest.mark.parametrize(
+    ("tasks", "match"),
+    [([], "at least one of"), (["low", "nope"], "known tasks"), (["low", "low"], "listed twice"), ("low", "string")],
+)
+def test_serving_checks_a_task_list_as_assembly_does(tasks: Any, match: str) -> None:
+    import uuid
+
+    from kf_core import check_task_names
+    from service.serving.refs import FactorSetInfo, TaskInfo
+
+    fs = FactorSetInfo(
+        id=uuid.uuid4(),
+        name="fs",
+        version=1,
+        versions=[1],
+        tasks=[TaskInfo("high", "digit", [5, 6], ["5", "6"]), TaskInfo("low", "digit", [0, 1], ["0", "1"])],
+        input_spec={},
+        manifest_sha256="0" * 64,
+        manifest_size=1,
+    )
+    assert fs.canonical_tasks(["low", "high"]) == ("high", "low")  # the factor set's order
+    with pytest.raises(Exception, match=match) as served:
+        fs.canonical_tasks(tasks)
+    with pytest.raises(Exception, match=match) as engine:
+        check_task_names(tasks, fs.task_names)
+    assert (type(served.value), str(served.value)) == (type(engine.value), str(engine.value))
