@@ -21,7 +21,17 @@ _import_onnxruntime()  # fail now, with the fix in the message, rather than deep
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time they load on first use
     from kf_core.assemble import COMBINED, assemble, assemble_bytes, assemble_session, assemble_to_file, load_parts
-    from kf_core.data import ArrayDataset, DataSpec, load_digits, load_dsprites, load_image_folder, load_npz, load_split
+    from kf_core.data import (
+        ArrayDataset,
+        DataSpec,
+        load_breast_cancer,
+        load_digits,
+        load_dsprites,
+        load_image_folder,
+        load_npz,
+        load_split,
+        load_table,
+    )
     from kf_core.data.dsprites import class_names as dsprites_class_names
     from kf_core.engine_demo import demo_recipe, run_demo
     from kf_core.errors import KfError
@@ -36,6 +46,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.progress_bar import ProgressBar
     from kf_core.recipes import Recipe, get_recipe, list_recipes
     from kf_core.registry import register_net
+    from kf_core.shapes import check_input_shape
     from kf_core.tasks import TaskSpec, class_groups, one_vs_all, select_tasks, validate_tasks
     from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher
     from kf_core.train import factorize, fit_teacher
@@ -51,6 +62,9 @@ _EXPORTS: dict[str, str] = {
     "load_dsprites": "kf_core.data",
     "load_digits": "kf_core.data",
     "load_npz": "kf_core.data",
+    "load_table": "kf_core.data",
+    "load_breast_cancer": "kf_core.data",
+    "check_input_shape": "kf_core.shapes",
     "load_image_folder": "kf_core.data",
     "TaskSpec": "kf_core.tasks",
     "class_groups": "kf_core.tasks",
@@ -127,6 +141,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "assemble_session",
     "assemble_to_file",
     "check_batch",
+    "check_input_shape",
     "class_groups",
     "create_net",
     "demo_recipe",
@@ -138,12 +153,14 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "get_recipe",
     "list_nets",
     "list_recipes",
+    "load_breast_cancer",
     "load_digits",
     "load_dsprites",
     "load_image_folder",
     "load_npz",
     "load_parts",
     "load_split",
+    "load_table",
     "load_teacher",
     "one_vs_all",
     "predict_file",
