@@ -33,19 +33,22 @@ def describe_shape(shape: Sequence[int | None]) -> str:
     return text
 
 
-def check_input_shape(want: Sequence[int | None], got: Sequence[int | None], *, what: str = "the teacher") -> None:
+def check_input_shape(
+    want: Sequence[int | None], got: Sequence[int | None], *, what: str = "the teacher", data: str = "the data"
+) -> None:
     """Raise :class:`InputShapeError` unless per-sample shape ``got`` fits ``want`` (free dims match any size).
 
-    ``what`` names the side that wants ``want`` in the message ("the teacher", "factor set fs:1", ...).
+    ``what`` names the side that wants ``want`` in the message ("the teacher", "factor set fs:1", ...), ``data``
+    the side that has ``got`` ("the data", "dataset 'digits'").
     """
     w, g = normalize_shape(want), normalize_shape(got)
     if len(w) != len(g):
         raise InputShapeError(
-            f"{what} takes inputs of shape {describe_shape(w)} per sample ({len(w)} dims) but the data has "
+            f"{what} takes inputs of shape {describe_shape(w)} per sample ({len(w)} dims) but {data} has "
             f"{describe_shape(g)} ({len(g)} dims); give data of the same rank, e.g. x of shape (N, *{w})"
         )
     if any(wd >= 0 and gd != wd for wd, gd in zip(w, g, strict=True)):
         raise InputShapeError(
-            f"{what} takes inputs of shape {describe_shape(w)} per sample but the data has {describe_shape(g)}; "
+            f"{what} takes inputs of shape {describe_shape(w)} per sample but {data} has {describe_shape(g)}; "
             "resize the data or use a model made for this input size"
         )

@@ -89,7 +89,11 @@ class TeacherSpec(_In):
         default=None, description="outputs used as stage features (ONNX default: outputs named feat_*)"
     )
     input_shape: list[int] | None = Field(
-        default=None, min_length=3, max_length=3, description="(C, H, W); required for TorchScript"
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="one sample's shape without the batch dimension: [D] for vectors, [C, H, W] for images; "
+        "required for TorchScript, checked against the graph for ONNX",
     )
     class_names: dict[str, list[str]] = Field(default_factory=dict)
     tasks: list[TaskIn] = Field(default_factory=list, description="default tasks of jobs on this teacher")
@@ -476,7 +480,8 @@ class PredictRequest(_In):
         default=None, max_length=256, description="task names; omitted: every task of the factor set"
     )
     inputs: list[Any] | str = Field(
-        description="the batch, shape (N, C, H, W): nested lists of numbers, or a base64-encoded .npy file"
+        description="the batch, shape (N, *input shape): (N, D) vectors or (N, C, H, W) images, whatever the "
+        "factor set takes; nested lists of numbers, or a base64-encoded .npy file"
     )
     combined: bool = Field(default=False, description="also predict over the union of the tasks' classes")
     logits: bool = Field(default=False, description="include the raw logits")
@@ -509,9 +514,9 @@ class SamplesPublic(BaseModel):
     split: str = Field(description="always 'test': samples the factor set was not trained on")
     count: int = Field(description="samples in the split")
     offset: int
-    shape: list[int] = Field(description="(N, C, H, W) of inputs")
+    shape: list[int] = Field(description="shape of inputs: (N, *input shape), e.g. (N, D) or (N, C, H, W)")
     value_range: list[float] = Field(description="[min, max] of the split's values (to map drawings onto)")
-    inputs: list[Any] = Field(description="nested lists, shape (N, C, H, W)")
+    inputs: list[Any] = Field(description="nested lists of that shape")
     labels: dict[str, list[int | None]] = Field(
         description="per task, each sample's class index in the task (null: its class is outside a subset task)"
     )

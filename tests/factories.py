@@ -196,11 +196,13 @@ def sklearn_digits_teacher(path: Path, *, zipmap: bool = False) -> SklearnDigits
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    with warnings.catch_warnings():
+    # One BLAS thread: the fit is small, and spinning threads make it crawl on a busy machine.
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")  # ConvergenceWarning: a short fit is enough here
         clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=0).fit(x_train, y_train)
     options = None if zipmap else {id(clf): {"zipmap": False}}

@@ -98,7 +98,8 @@ def _read_parquet(path: Path) -> dict[str, list[object]]:
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"the Parquet file cannot be read ({str(e)[:200]}); write it with pandas or pyarrow") from None
+        reason = str(e).replace(str(path), "the file")[:200]  # pyarrow names the path: a server's, in the service
+        raise DataError(f"the Parquet file cannot be read ({reason}); write it with pandas or pyarrow") from None
     return {str(name): table.column(name).to_pylist() for name in table.column_names}
 
 

@@ -60,6 +60,7 @@ _Row = TypeVar("_Row", bound=Base)
 BUILTIN_DATASETS: dict[str, dict[str, Any]] = {
     "dsprites": {"input_shape": [1, 64, 64], "num_samples": 737_280},
     "digits": {"input_shape": [1, 8, 8], "num_samples": 1_797},
+    "breast_cancer": {"input_shape": [30], "num_samples": 569},  # vectors: the tabular recipe's data
 }
 
 

@@ -56,7 +56,7 @@ class Route:
     tasks: tuple[str, ...]  # in the factor set's order
     combined: bool
     input_name: str
-    input_shape: list[int | None]  # [None, C, H, W]
+    input_shape: list[int | None]  # [None, *one sample's shape]
     outputs: list[OutputInfo]
     provider: str
     assembly_id: None = None  # served from the parts: no fused graph is involved

@@ -1,11 +1,11 @@
 """KServe Open Inference Protocol (v2) over HTTP/REST: schemas and tensor codecs.
 
 Each factor set is a model (its name; versions are the factor set's versions). Inputs: one tensor, named like
-the graph input (``x``), datatype ``FP32``, shape ``[N, C, H, W]``, data flat in row-major order (nested lists are
-accepted too). Outputs, per task ``t``: ``logits_t`` and ``probs_t`` (FP32, ``[N, classes]``) and ``label_t``
-(INT64, ``[N]``); the request's ``outputs`` select them, and so the tasks to assemble (none requested: every task).
-For class-subset tasks, ``*_combined`` outputs give one softmax over the union of the tasks' classes. Errors are
-``{"error": "..."}``, as the protocol specifies.
+the graph input (``x``), datatype ``FP32``, shape ``[N, *input shape]`` (``[N, D]``, ``[N, C, H, W]``, ...), data
+flat in row-major order (nested lists are accepted too). Outputs, per task ``t``: ``logits_t`` and ``probs_t``
+(FP32, ``[N, classes]``) and ``label_t`` (INT64, ``[N]``); the request's ``outputs`` select them, and so the tasks
+to assemble (none requested: every task). For class-subset tasks, ``*_combined`` outputs give one softmax over the
+union of the tasks' classes. Errors are ``{"error": "..."}``, as the protocol specifies.
 """
 
 from __future__ import annotations

@@ -99,7 +99,11 @@ def test_teacher_and_dataset_must_fit_each_other(client: Any, teacher_files: Tea
     dsprites = upload_teacher(client, teacher_files.dsprites_onnx, {"name": "ds"}).json()
     r = client.post("/v1/jobs", json={"teacher_id": dsprites["id"], "dataset": "digits", "recipe": "dsprites"})
     assert r.status_code == 422
-    assert "takes inputs of shape (C, H, W) = [1, 64, 64] but dataset 'digits' has [1, 8, 8]" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert (
+        "teacher 'ds' takes inputs of shape (1, 64, 64) (C, H, W) per sample but dataset 'digits' has (1, 8, 8)"
+        in detail
+    )
     r = client.post("/v1/jobs", json={"teacher_id": dsprites["id"], "dataset": "dsprites", "tasks": ["shape", "hue"]})
     assert r.status_code == 422 and "unknown task 'hue'" in r.json()["detail"]
     r = client.post("/v1/jobs", json={"teacher_id": dsprites["id"], "dataset": "dsprites"})

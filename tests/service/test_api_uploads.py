@@ -133,7 +133,10 @@ def test_bad_teacher_files_are_refused_and_nothing_is_stored(
         ({"tasks": [{"name": "t", "output": "colour"}]}, "unknown teacher output 'colour'"),
         ({"tasks": [{"name": "t", "output": "digit", "classes": [3, 12]}]}, "out of range"),
         ({"class_names": {"digit": ["a", "b"]}}, "has 2 names but output 'digit' has 10"),
-        ({"input_shape": [3, 32, 32]}, "expects inputs of shape"),
+        (
+            {"input_shape": [3, 32, 32]},
+            "the teacher takes inputs of shape (1, 8, 8) (C, H, W) per sample but the data has (3, 32, 32)",
+        ),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
         ({"name": "has space"}, "name: String should match pattern"),
     ],
