@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
         load_npz,
         load_split,
         load_table,
+        save_npz,
     )
     from kf_core.data.dsprites import class_names as dsprites_class_names
     from kf_core.engine_demo import demo_recipe, run_demo
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "load_digits": "kf_core.data",
     "load_npz": "kf_core.data",
     "load_table": "kf_core.data",
+    "save_npz": "kf_core.data",
     "load_breast_cancer": "kf_core.data",
     "check_input_shape": "kf_core.shapes",
     "load_image_folder": "kf_core.data",
@@ -170,6 +172,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "run_extension",
     "run_factorization",
     "run_teacher_fit",
+    "save_npz",
     "save_teacher",
     "select_tasks",
     "validate_tasks",

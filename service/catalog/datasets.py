@@ -83,7 +83,7 @@ def inspect_dataset(path: Path, spec: DatasetSpec, *, max_bytes: int) -> Dataset
 
 def _table_to_npz(path: Path, kind: str, spec: DatasetSpec, store: ArtifactStore) -> tuple[DatasetInfo, StoredFile]:
     """Read a table as kf_core will and store the ``.npz`` it gives (what jobs read)."""
-    from kf_core.data import load_table, save_npz
+    from kf_core import load_table, save_npz
 
     if not spec.labels:
         raise InvalidInputError(
