@@ -14,7 +14,7 @@ from kf_core.data import load_npz
 from kf_core.errors import ConfigError, DataError, InputShapeError
 from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.tasks import TaskSpec
-from kf_core.teacher import OnnxTeacher, load_teacher
+from kf_core.teacher import PROBABILITY_EPS, OnnxTeacher, load_teacher
 from tests.factories import sklearn_digits_teacher
 
 
@@ -38,8 +38,8 @@ def test_skl2onnx_teacher_loads_unmodified(tmp_path: Path, zipmap: bool, output:
     assert teacher.output_sizes == {output: 10}  # the int64 label output is a prediction, not a task
     assert teacher.probability_outputs == {output}
     logits = teacher(torch.from_numpy(sk.x_test)).logits[output]
-    # Read as log-probabilities: all <= 0, softmax gives the probabilities back, argmax is sklearn's prediction.
-    assert bool((logits <= 1e-5).all())
+    # Read as log-probabilities log(p + eps): at most log(1 + eps), one softmax, argmax is sklearn's prediction.
+    assert bool((logits <= np.log1p(PROBABILITY_EPS) + 1e-6).all()) and bool((logits >= np.log(PROBABILITY_EPS)).all())
     torch.testing.assert_close(torch.softmax(logits, 1).sum(1), torch.ones(len(logits)))
     accuracy = float((logits.argmax(1).numpy() == sk.y_test).mean())
     assert accuracy == pytest.approx(sk.accuracy, abs=1e-9)
