@@ -53,10 +53,10 @@ def varied_samples(labels: Mapping[str, np.ndarray], n: int, *, seed: int = 0) -
     orientations and positions rather than the first rows of a sorted split. Deterministic.
     """
     columns = [np.asarray(v) for v in labels.values()]
-    total = len(columns[0]) if columns else 0
-    order = np.random.default_rng(seed).permutation(total)
     if not columns:
-        return order[: max(n, 0)]
+        return np.zeros(0, dtype=np.int64)
+    total = len(columns[0])
+    order = np.random.default_rng(seed).permutation(total)
     table = np.stack([c[order] for c in columns], axis=1)
     seen: list[list[int]] = [[] for _ in columns]
     taken = np.zeros(total, dtype=bool)

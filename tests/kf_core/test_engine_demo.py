@@ -36,3 +36,4 @@ def test_asking_for_more_than_there_is_returns_them_all_once() -> None:
     labels = {"y": np.array([0, 1, 1])}
     assert sorted(varied_samples(labels, 10).tolist()) == [0, 1, 2]
     assert varied_samples(labels, 0).tolist() == []
+    assert varied_samples({}, 3).tolist() == []
