@@ -15,10 +15,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
 from service.api.auth import Authenticator, required_scope
@@ -26,6 +28,7 @@ from service.api.console import mount_console
 from service.api.fastpath import FastPath
 from service.api.metrics import register_collectors
 from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
+from service.api.paths import PathTable
 from service.api.routes import (
     artifacts,
     assemblies,
@@ -36,6 +39,7 @@ from service.api.routes import (
     health,
     jobs,
     metrics,
+    not_json,
     predict,
     teachers,
     v2,
@@ -123,7 +127,27 @@ def _validation_content(path: str, exc: RequestValidationError) -> tuple[int, di
     message = "invalid request: " + "; ".join(problems)
     if is_v2_path(path):
         return 400, {"error": message}, None
-    return 422, {"detail": message, "error": "RequestValidationError", "errors": jsonable_encoder(exc.errors())}, None
+    # a body that is not UTF-8 comes back in "input" as bytes: shown as text, never a UnicodeDecodeError here
+    itemised = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b[:200].decode("utf-8", "replace")})
+    return 422, {"detail": message, "error": "RequestValidationError", "errors": itemised}, None
+
+
+async def _handle_http(request: Request, exc: Exception) -> Response:
+    """Starlette's answer to an ``HTTPException``, except FastAPI's bare 400 "There was an error parsing the body"
+    (a JSON body it could not decode: not UTF-8, nested too deeply), which becomes the 422 saying what is wrong."""
+    assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return await http_exception_handler(request, exc)
+    if isinstance(cause, UnicodeDecodeError):
+        why = not_json(bytes(cause.object), str(cause))
+    elif isinstance(cause, RecursionError):
+        why = "the body's JSON is nested too deeply; send a flatter JSON object"
+    else:
+        why = not_json(b"", f"{type(cause).__name__}: {cause}")
+    problem = {"type": "json_invalid", "loc": ("body",), "msg": why, "input": None}
+    status, content, _ = _validation_content(request.url.path, RequestValidationError([problem]))
+    return JSONResponse(status_code=status, content=content)
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -160,9 +184,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                         "description": _WHY_422,
                         "content": {"application/json": {"schema": error}},
                     }
-                if "application/json" in op.get("requestBody", {}).get("content", {}):
+                bodies = op.get("requestBody", {}).get("content", {})
+                if "application/json" in bodies:
                     op["responses"]["413"] = {
                         "description": "The body exceeds KF_MAX_REQUEST_BYTES.",
+                        "content": {"application/json": {"schema": error}},
+                    }
+                if bodies:  # service.api.paths refuses other media types for every route alike
+                    op["responses"]["415"] = {
+                        "description": f"The body's Content-Type is not {' or '.join(bodies)}.",
                         "content": {"application/json": {"schema": error}},
                     }
                 scope = required_scope(method, path)
@@ -235,12 +265,14 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         metrics=HttpMetrics(registry),
         max_body=settings.max_request_bytes,
         fast_path=lambda: FastPath(app, error_content),  # the prediction routes, served past the framework
+        paths=lambda: PathTable(app.openapi()),  # OPTIONS, 405 and 415 for every route, from what OpenAPI says
     )
     app.add_exception_handler(errors.ServiceError, _handle)
     from kf_core.errors import KfError
 
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for module in (
         health,
