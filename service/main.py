@@ -26,6 +26,7 @@ from service import errors
 from service.api.auth import Authenticator, required_scope
 from service.api.console import mount_console
 from service.api.fastpath import FastPath
+from service.api.links import add_links
 from service.api.metrics import register_collectors
 from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
 from service.api.paths import PathTable
@@ -98,12 +99,27 @@ def error_content(path: str, exc: Exception) -> tuple[int, dict[str, Any], dict[
     kf_core error (mapped by ``status_for``) or a malformed request (``RequestValidationError``), in the one error
     shape of the API the path belongs to. Used by the exception handlers and by the prediction fast path."""
     if isinstance(exc, RequestValidationError):
-        return _validation_content(path, exc)
+        status, content, headers = _validation_content(path, exc)
+        return status, _encodable(content), headers
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if is_v2_path(path):  # the Open Inference Protocol's error shape; its bad requests are 400s
-        return (400 if status == 422 else status), {"error": str(exc)}, headers
-    return status, {"detail": str(exc), "error": type(exc).__name__}, headers
+        return (400 if status == 422 else status), _encodable({"error": str(exc)}), headers
+    return status, _encodable({"detail": str(exc), "error": type(exc).__name__}), headers
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with every string UTF-8 encodable and every integer within 64 bits: messages quote what the
+    client sent, which JSON lets it fill with lone surrogates ("\\udaef") and integers of any size."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool) or not isinstance(value, int | dict | list | tuple):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else str(value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return [_encodable(v) for v in value]
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
@@ -146,13 +162,13 @@ async def _handle_http(request: Request, exc: Exception) -> Response:
     else:
         why = not_json(b"", f"{type(cause).__name__}: {cause}")
     problem = {"type": "json_invalid", "loc": ("body",), "msg": why, "input": None}
-    status, content, _ = _validation_content(request.url.path, RequestValidationError([problem]))
+    status, content, _ = error_content(request.url.path, RequestValidationError([problem]))
     return JSONResponse(status_code=status, content=content)
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    status, content, _ = _validation_content(request.url.path, exc)
+    status, content, _ = error_content(request.url.path, exc)
     return JSONResponse(status_code=status, content=content)
 
 
@@ -165,7 +181,7 @@ _KEYS_DOC = (
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, plus the bodies routes parse themselves (``json_body``), less the 422 FastAPI adds to
-    every route with parameters: /v2 answers those with 400."""
+    every route with parameters (/v2 answers those with 400), plus links between operations (``add_links``)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -204,6 +220,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     codes["403"] = "The API key's scope is predict; this operation needs an admin key."
                 for code, why in codes.items():
                     op["responses"][code] = {"description": why, "content": {"application/json": {"schema": error}}}
+        add_links(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -1,7 +1,7 @@
 """What the app's routes accept, read from its OpenAPI document: the methods of every path and the media types
 of every request body. The middleware answers from it what FastAPI's nested routers cannot say right on their
-own: ``OPTIONS`` and 405 with an ``Allow`` header naming every method of the path (several route templates can
-match one path: ``/v1/factor-sets/import`` is also ``/v1/factor-sets/{ref}``), and 415 for a body of a media
+own: ``OPTIONS`` and 405 with an ``Allow`` header naming every method of the path (the most specific templates
+that match it: ``/v1/factor-sets/import`` before ``/v1/factor-sets/{ref}``), and 415 for a body of a media
 type the operation does not take (FastAPI would parse ``text/plain`` as a string and say "Input should be a valid
 dictionary"), before any route sees the request.
 """
@@ -38,15 +38,24 @@ class PathTable:
             pattern = re.compile("^" + "[^/]+".join(re.escape(part) for part in _PARAM.split(template)) + "$")
             self._paths.append(_Path(template, pattern, bodies))
 
+    def _matching(self, path: str) -> list[_Path]:
+        """The templates ``path`` is an instance of, the most specific only: as OpenAPI says, a concrete path
+        (``/v1/factor-sets/import``) is matched before a templated one (``/v1/factor-sets/{ref}``)."""
+        found = [p for p in self._paths if p.pattern.match(path)]
+        if not found:
+            return []
+        fewest = min(p.template.count("{") for p in found)
+        return [p for p in found if p.template.count("{") == fewest]
+
     def allowed(self, path: str) -> list[str] | None:
-        """Every method some route serves at ``path`` (sorted, OPTIONS included); ``None``: no route of the API."""
-        methods = {m for p in self._paths if p.pattern.match(path) for m in p.bodies}
+        """Every method of ``path`` (sorted, OPTIONS included); ``None``: not a path of the API."""
+        methods = {m for p in self._matching(path) for m in p.bodies}
         return sorted(methods | {"OPTIONS"}) if methods else None
 
     def media_types(self, method: str, path: str) -> tuple[str, ...]:
-        """The media types the body of ``method`` at ``path`` may have, in the order routes match (() for none)."""
-        for p in self._paths:
-            if method in p.bodies and p.pattern.match(path):
+        """The media types the body of ``method`` at ``path`` may have (() for none)."""
+        for p in self._matching(path):
+            if method in p.bodies:
                 return p.bodies[method]
         return ()
 
