@@ -51,9 +51,10 @@ def multipart_body(spec_schema: str, file_help: str) -> dict[str, Any]:
                         "type": "object",
                         "required": ["file", "spec"],
                         "properties": {
-                            "file": {"type": "string", "format": "binary", "description": file_help},
+                            "file": {"type": "string", "format": "binary", "minLength": 1, "description": file_help},
                             "spec": {
                                 "type": "string",
+                                "minLength": 2,
                                 "contentMediaType": "application/json",
                                 "description": f"JSON object; see the {spec_schema} schema",
                             },
