@@ -82,6 +82,7 @@ def _mlserver_dir(root: Path, port: int) -> Path:
         "grpc_port": free_port(),
         "metrics_port": free_port(),
         "parallel_workers": 0,  # inference in the server process, as every other server here
+        "debug": False,  # no access log (KF writes none either)
     }
     model = {
         "name": "graph",
