@@ -60,9 +60,13 @@ class Route:
     outputs: list[OutputInfo]
     provider: str
     assembly_id: None = None  # served from the parts: no fused graph is involved
+    _heads: list[tuple[str, OutputInfo, OutputInfo]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_heads", group_heads(self.outputs))  # once per route, not per request
 
     def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
-        return group_heads(self.outputs)
+        return self._heads
 
 
 Span = tuple[int, int, Route]  # rows [start, stop) of a batch, and the route its request asked for
