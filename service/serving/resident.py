@@ -37,6 +37,7 @@ __all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_
 COMBINED = "combined"
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
 _WINDOW = 256  # requests per look at which subset dominates
+_TASK_THREADS = 1  # intra-op threads of each task part (see ResidentSet.load)
 _DOMINANT = 0.8  # share of a window's requests that makes a subset worth a fused session of its own
 
 
@@ -118,13 +119,16 @@ class ResidentSet:
     ) -> ResidentSet:
         """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all."""
 
-        def session(model: onnx.ModelProto) -> Any:
+        def session(model: onnx.ModelProto, threads: int | None) -> Any:
             return ort.create_session(
                 model.SerializeToString(), providers=providers, options=ort.session_options(threads)
             )
 
-        ckn = session(parts.ckn)
-        tasks = {name: session(parts.tasks[name]) for name in fs.task_names}
+        ckn = session(parts.ckn, threads)
+        # Task parts run one intra-op thread: a mixed batch runs each of them over a few rows, where splitting
+        # the work between threads costs more than it saves (dsprites5, 2 cores, batches of 16 uniform subsets:
+        # 12 % more CPU per row than the fused graph with the parts on 2 threads, the same CPU with one).
+        tasks = {name: session(parts.tasks[name], _TASK_THREADS) for name in fs.task_names}
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         on_cuda = str(ckn.get_providers()[0]) == CUDA
         rank = len(fs.input_spec["shape"])
