@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
         save_npz,
     )
     from kf_core.data.dsprites import class_names as dsprites_class_names
-    from kf_core.engine_demo import demo_recipe, run_demo
+    from kf_core.engine_demo import demo_recipe, run_demo, varied_samples
     from kf_core.errors import KfError
     from kf_core.export import export_factor_set
     from kf_core.extend import extend_tasks, remove_tasks, run_extension
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.parts import FactorParts
     from kf_core.pipeline import run_factorization, run_teacher_fit
     from kf_core.predict import check_batch, predict_file
-    from kf_core.progress_bar import ProgressBar
+    from kf_core.progress_bar import ProgressBar, epoch_text
     from kf_core.recipes import Recipe, get_recipe, list_recipes
     from kf_core.registry import register_net
     from kf_core.shapes import check_input_shape
@@ -109,6 +109,8 @@ _EXPORTS: dict[str, str] = {
     "ProgressBar": "kf_core.progress_bar",
     "demo_recipe": "kf_core.engine_demo",
     "run_demo": "kf_core.engine_demo",
+    "varied_samples": "kf_core.engine_demo",
+    "epoch_text": "kf_core.progress_bar",
     "dsprites_class_names": "kf_core.data.dsprites:class_names",
     # serving (no torch): parts, assembled sessions, batch checks
     "FactorParts": "kf_core.parts",
@@ -148,6 +150,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "create_net",
     "demo_recipe",
     "dsprites_class_names",
+    "epoch_text",
     "export_factor_set",
     "extend_tasks",
     "factorize",
@@ -176,6 +179,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "save_teacher",
     "select_tasks",
     "validate_tasks",
+    "varied_samples",
     "verify_factor_set",
 ]
 

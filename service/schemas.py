@@ -56,6 +56,17 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Constraints stated in the OpenAPI document that the server checks itself, with a message that says more than
+# JSON Schema's would (the list of known tasks, "the batch has no samples"): the document says what is accepted,
+# the server says what to fix. An empty list also stands for an array read straight into numpy (fast path).
+_NON_EMPTY: dict[str, Any] = {"minItems": 1}
+
+
+def _present(field: str) -> dict[str, Any]:
+    """JSON Schema: ``field`` is present and not null."""
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -185,6 +196,8 @@ class RecipeOverrides(_In):
 class JobCreate(_In):
     """``POST /v1/jobs``: factorize a teacher on a dataset."""
 
+    model_config = ConfigDict(json_schema_extra={"oneOf": [_present("dataset"), _present("dataset_id")]})
+
     teacher_id: uuid.UUID
     dataset: str | None = Field(default=None, description="a built-in dataset: dsprites or digits")
     dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset (POST /v1/datasets)")
@@ -192,7 +205,9 @@ class JobCreate(_In):
         default=None, description="built-in recipe name or a full recipe object (default: the dataset's recipe)"
     )
     tasks: list[str | TaskIn] | None = Field(
-        default=None, description="task names (of the teacher's or recipe's tasks) or task objects"
+        default=None,
+        description="task names (of the teacher's or recipe's tasks) or task objects; at least one",
+        json_schema_extra=_NON_EMPTY,  # the engine refuses an empty list, naming the teacher's tasks
     )
     overrides: RecipeOverrides = Field(default_factory=RecipeOverrides)
     processes: int | None = Field(
@@ -213,6 +228,8 @@ class JobCreate(_In):
 
 class FactorSetExtend(_In):
     """``POST /v1/factor-sets/{ref}/tasks``: train new tasks against the factor set's frozen CKN (a job)."""
+
+    model_config = ConfigDict(json_schema_extra={"not": {"allOf": [_present("dataset"), _present("dataset_id")]}})
 
     tasks: list[str | TaskIn] = Field(
         min_length=1, description="the new tasks: names of the teacher's tasks or objects"
@@ -432,7 +449,7 @@ class AssemblyCreate(_In):
 
     factor_set: FactorSetRef
     tasks: list[Annotated[str, Field(max_length=64)]] = Field(
-        max_length=256, description="task names (any order, each once); at least one"
+        max_length=256, description="task names (any order, each once); at least one", json_schema_extra=_NON_EMPTY
     )
     combined: bool = Field(
         default=False, description="also output one softmax over the union of the tasks' classes (class-subset tasks)"
@@ -477,11 +494,15 @@ class PredictRequest(_In):
 
     factor_set: FactorSetRef
     tasks: list[Annotated[str, Field(max_length=64)]] | None = Field(
-        default=None, max_length=256, description="task names; omitted: every task of the factor set"
+        default=None,
+        max_length=256,
+        description="task names; omitted: every task of the factor set",
+        json_schema_extra=_NON_EMPTY,
     )
     inputs: list[Any] | str = Field(
         description="the batch, shape (N, *input shape): (N, D) vectors or (N, C, H, W) images, whatever the "
-        "factor set takes; nested lists of numbers, or a base64-encoded .npy file"
+        "factor set takes; nested lists of numbers, or a base64-encoded .npy file",
+        json_schema_extra={"anyOf": [{"type": "array", "minItems": 1}, {"type": "string", "minLength": 1}]},
     )
     combined: bool = Field(default=False, description="also predict over the union of the tasks' classes")
     logits: bool = Field(default=False, description="include the raw logits")

@@ -154,7 +154,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any) -> Any:
+def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any, recipe: dict[str, Any] | None = None) -> Any:
     """A queued one-epoch job for factor set ``fs`` in the catalog (committed), as a worker would find it."""
     from service.catalog import queries as catalog
 
@@ -162,7 +162,7 @@ def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any) -> Any:
         session=session,
         teacher_id=teacher_id,
         dataset_id=dataset_id,
-        recipe={},
+        recipe=recipe or {},
         factor_set_name="fs",
         queue="kf",
         max_attempts=2,

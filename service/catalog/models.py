@@ -157,6 +157,9 @@ class Dataset(Base):
     artifact: Mapped[Artifact | None] = relationship(lazy="joined")
 
 
+EXTEND_KEY = "extend"  # the recipe entry of an extension job: it names the factor set whose CKN the job reads
+
+
 class Job(Base):
     """A factorization job. The row is the source of truth for status, progress, cancellation and leases."""
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
-from service.catalog.models import Dataset, FactorSet, Job
+from service.catalog.models import EXTEND_KEY, Dataset, FactorSet, Job
 from service.config import Settings
 from service.errors import InvalidInputError
 from service.jobs.spec import _check_fit, _data_json, _tasks
@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # the runners import the job run, which imports this module
     from service.jobs.runners import Runner
 
 __all__ = ["EXTEND_KEY", "fetch_base_parts", "submit_extension"]
-
-EXTEND_KEY = "extend"  # the recipe entry that makes a job an extension of the factor set it names
 
 
 def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:

@@ -63,7 +63,12 @@ class RequestOutput(_Strict):
 class InferRequest(_Strict):
     id: str | None = Field(default=None, max_length=256, description="echoed in the response")
     parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput] = Field(min_length=1, max_length=16)
+    inputs: list[RequestInput] = Field(
+        min_length=1,
+        max_length=16,
+        description="the model's one input (every factor set takes one)",
+        json_schema_extra={"maxItems": 1},  # the server says which input it takes when given several
+    )
     outputs: list[RequestOutput] | None = Field(default=None, max_length=1024)
 
 

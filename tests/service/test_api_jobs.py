@@ -112,6 +112,21 @@ def test_teacher_and_dataset_must_fit_each_other(client: Any, teacher_files: Tea
     assert _jobs(session) == 1
 
 
+def test_the_demo_job_trains_the_demo_recipe(client: Any, teacher_files: TeacherFiles) -> None:
+    from kf_core import demo_recipe, get_recipe
+    from service.cli.demo import job_request
+
+    teacher = upload_teacher(client, teacher_files.dsprites_onnx, {"name": "demo"}).json()
+    recipe = demo_recipe("dsprites", epochs=None, samples=None, seed=None)
+    r = client.post("/v1/jobs", json=job_request(recipe, teacher["id"]))
+    assert r.status_code == 202, r.text
+    stored = r.json()["recipe"]
+    want = recipe.to_json()
+    assert want["train"] != get_recipe("dsprites").train.to_json()  # the demo's budget, not the server's recipe
+    for part in ("data", "train", "factor", "tasks"):
+        assert stored[part] == want[part], part
+
+
 def test_jobs_on_an_uploaded_npz_dataset(client: Any, tmp_path: Path) -> None:
     path = npz_dataset_file(tmp_path / "tiny.npz")
     ds = client.post("/v1/datasets", files={"file": ("t.npz", path.read_bytes())}, data={"spec": '{"name": "tiny"}'})
