@@ -61,15 +61,16 @@ def main() -> None:
     teacher = load_teacher(teacher_dir)
 
     print("factorizing 4 tasks (v1) ...", flush=True)
-    v1_report = out / "v1" / "report.json"  # a finished v1 of the same budget is reused (a rerun skips it)
-    v1 = json.loads(v1_report.read_text()) if v1_report.exists() else None
-    if v1 is None or (v1["train_samples"], len(v1["history"])) != (_train_samples(recipe), recipe.train.epochs):
+    v1 = _finished(out / "v1", recipe)  # finished runs of the same budget are reused: a rerun only extends
+    if v1 is None:
         v1 = run_factorization(recipe, teacher, out / "v1", task_names=OLD, resume=False)
     print("extending v1 with pos_y against its frozen CKN (v2) ...", flush=True)
     new_task = [t for t in recipe.tasks if t.name == NEW]
     v2 = run_extension(recipe, teacher, out / "v1" / "parts", out / "v2", tasks=new_task, resume=False)
     print("factorizing all 5 tasks (baseline) ...", flush=True)
-    full = run_factorization(recipe, teacher, out / "full", resume=False)
+    full = _finished(out / "full", recipe)
+    if full is None:
+        full = run_factorization(recipe, teacher, out / "full", resume=False)
 
     p1, p2 = load_parts(out / "v1" / "parts", cache=False), load_parts(out / "v2" / "parts", cache=False)
     x = load_split(recipe.data).test.images(slice(0, 2048))
@@ -113,10 +114,16 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def _train_samples(recipe: Any) -> int:
+def _finished(run_dir: Path, recipe: Any) -> dict[str, Any] | None:
+    """The report of a finished factorization in ``run_dir`` made on ``recipe``'s data and epochs, else None."""
     from kf_core.data.spec import load_split
 
-    return len(load_split(recipe.data).train)
+    path = run_dir / "report.json"
+    if not path.exists():
+        return None
+    report: dict[str, Any] = json.loads(path.read_text())
+    budget = (len(load_split(recipe.data).train), recipe.train.epochs)
+    return report if (report["train_samples"], len(report["history"])) == budget else None
 
 
 if __name__ == "__main__":

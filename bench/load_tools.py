@@ -82,6 +82,7 @@ def _mlserver_dir(root: Path, port: int) -> Path:
         "grpc_port": free_port(),
         "metrics_port": free_port(),
         "parallel_workers": 0,  # inference in the server process, as every other server here
+        "debug": False,  # no access log (KF writes none either)
     }
     model = {
         "name": "graph",
@@ -211,6 +212,10 @@ def _wrk(target: Target, *, connections: int, threads: int, seconds: float) -> d
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(bad.group(1)) if bad else 0) + (sum(int(g) for g in sock.groups()) if sock else 0)
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if done == 0:  # wrk then prints 0.00us latencies: no figure, and an error
+        print(f"{target.name}: no request completed in {seconds:g} s (c={connections})", flush=True)
+        return {"rps": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan"), "errors": errors + 1}
     return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"], "errors": errors}
 
 

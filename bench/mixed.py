@@ -50,7 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from serve import _latencies, _once, _request, _throughput, free_port, pct, register, start
+from serve import _latencies, _once, _request, _throughput, free_port, pct, register, start, write_report
 
 BASELINE_REV = "a05214c"  # serving code moved into service/serving/, predictions still from fused sessions
 DSPRITES = {"shape": 3, "scale": 6, "orientation": 40, "pos_x": 32, "pos_y": 32}
@@ -70,10 +70,11 @@ def build(root: Path, tasks: dict[str, int], ckn: str | None) -> Path:
     config = get_recipe("dsprites").factor
     if ckn is not None:
         config = FactorConfig(ckn=NetSpec(ckn), tsn=config.tsn, feature_dim=config.feature_dim)
-    net = FactorNet(input_shape=(1, 64, 64), tasks=[TaskSpec(n, n) for n in tasks], num_classes=tasks, config=config)
+    specs = [TaskSpec(n, n) for n in tasks]
+    net = FactorNet(input_shape=(1, 64, 64), tasks=specs, num_classes=tasks, config=config)
     run = root / "run"
     export_factor_set(net.eval(), run / "parts", sample=torch.rand(4, 1, 64, 64))
-    (run / "report.json").write_text(json.dumps({"recipe": "bench", "tasks": {}, "history": []}))
+    write_report(run, net, specs)
     return run
 
 

@@ -16,12 +16,17 @@ import numpy as np
 
 Parse = Callable[[bytes, dict[str, str]], list[np.ndarray]]
 
+# Every server's HTTP layer is uvicorn, which picks uvloop and httptools when they are installed (KF has both):
+# uvicorn[standard] in every environment, so that no peer parses HTTP with pure-Python h11 on asyncio's loop.
 PEERS: dict[str, dict[str, Any]] = {
     "fastapi": {"label": "plain FastAPI + ONNX Runtime", "packages": ["fastapi", "uvicorn[standard]", "numpy"]},
-    "bentoml": {"label": "BentoML (batchable API)", "packages": ["bentoml>=1.4,<1.5", "numpy"]},
+    "bentoml": {"label": "BentoML (batchable API)", "packages": ["bentoml>=1.4,<1.5", "uvicorn[standard]", "numpy"]},
     # MLServer 1.7.1 runs on uvloop 0.21 (later ones change the loop API it uses)
-    "mlserver": {"label": "MLServer (adaptive batching)", "packages": ["mlserver==1.7.1", "uvloop==0.21.0", "numpy"]},
-    "ray": {"label": "Ray Serve (@serve.batch)", "packages": ["ray[serve]>=2.40", "numpy"]},
+    "mlserver": {
+        "label": "MLServer (adaptive batching)",
+        "packages": ["mlserver==1.7.1", "uvloop==0.21.0", "uvicorn[standard]", "numpy"],
+    },
+    "ray": {"label": "Ray Serve (@serve.batch)", "packages": ["ray[serve]>=2.40", "uvicorn[standard]", "numpy"]},
 }
 
 
@@ -142,5 +147,5 @@ def _grpc_body(x: np.ndarray, outputs: list[str]) -> bytes:
         outputs=[proto.messages["ModelInferRequest.InferRequestedOutputTensor"](name=n) for n in outputs],
         raw_input_contents=[x.tobytes()],
     )
-    message = request.SerializeToString()
+    message: bytes = request.SerializeToString()
     return b"\x00" + len(message).to_bytes(4, "big") + message

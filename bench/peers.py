@@ -7,19 +7,24 @@ on them; see ``bench/serve.py``), assembles all five tasks, downloads that one O
   ``data``), v2 with the binary tensor extension, and v2 over gRPC (``raw_input_contents``);
 - BentoML (a service with a batchable API: adaptive batching), MLServer (a custom ``MLModel`` runtime with
   adaptive batching), Ray Serve (one replica, ``@serve.batch``) and a plain FastAPI + ONNX Runtime endpoint
-  (no batching, as written by hand): see ``bench/peer_servers/``. Each is one server (one worker/replica),
-  installed by this script into its own virtual environment under ``--venvs`` (kept between runs).
+  (no batching, as written by hand): see ``bench/peer_servers/``. Each is one server (one worker/replica; Ray
+  also runs its own GCS, raylet and HTTP proxy processes), installed by this script into its own virtual
+  environment under ``--venvs`` (default ``~/.cache/kf-bench/peers/NAME``, kept between runs; from PyPI).
 
 Every server runs the graph with the same ONNX Runtime settings (``bench/peer_servers/ortconf.py``, as KF's:
-all graph optimisations, sequential execution, one intra-op thread per usable core, no spinning), the same
-largest batch (64) and batching wait of (about) zero. Every request is one image (batch 1) and asks for the five
+all graph optimisations, sequential execution, one intra-op thread per usable core, one inter-op thread, no
+spinning; the same onnxruntime release as this environment's), the same largest batch (64) and the shortest
+batching wait each allows: KF 0 (its CPU default), Ray 0, MLServer 0.5 ms (it batches only with a positive
+wait), BentoML its adaptive dispatcher (which sets the wait itself; ``max_latency_ms`` left at its default).
+No server writes an access log (KF writes none). Every request is one image (batch 1) and asks for the five
 tasks' probabilities; every answer is checked against ONNX Runtime in this process before measuring.
 
 Measured with C load generators (``apt-get install -y wrk nghttp2-client``): batch-1 latency one request at a
 time (``wrk -c1 --latency``; gRPC with a Python client) against ``session.run`` in process, and throughput at
 concurrency 32 (``wrk -c32``; gRPC ``h2load -c32 -m1``). Rounds rotate the order; each figure is the median over
 rounds. The client shares the machine's cores with the servers; run on a quiet machine.
-Run: ``.venv/bin/python bench/peers.py [--venvs DIR] [--seconds 10] [--rounds 3] [--peers fastapi,bentoml,...]``.
+Run: ``.venv/bin/python bench/peers.py [--venvs DIR] [--seconds 10] [--rounds 3] [--peers fastapi,bentoml,...]
+[--keep DIR]``.
 The last output line is JSON.
 """
 
@@ -28,10 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,29 +53,44 @@ import serve as kf_bench  # noqa: E402
 from peer_targets import PEERS, Target, kf_targets, peer_target  # noqa: E402
 
 NOOP_TARGET, PEER_TARGET, ORT_GAP_MS, GRPC_TARGET = 0.6, 2.0, 0.5, 1.0
+MAX_BATCH = 64  # every server's largest batch (KF's default KF_MAX_BATCH too)
 
 
 def ensure_venv(root: Path, name: str, packages: list[str]) -> Path:
-    """``root/name`` with ``packages`` installed (once: a marker records what is there)."""
+    """``root/name``, a virtual environment of its own holding ``packages`` (installed once: a marker records
+    what is there; a changed list installs into the same environment, so only what differs is fetched)."""
     venv = root / name
     marker = venv / ".kf-peer-packages"
     spec = "\n".join(packages)
     if marker.exists() and marker.read_text() == spec:
         return venv
     print(f"installing {name} into {venv}: {' '.join(packages)}", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([venv / "bin" / "pip", "install", "-q", *packages], check=True)
+    started = time.monotonic()
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)  # on the base interpreter, bare
+    subprocess.run([venv / "bin" / "python", "-m", "pip", "install", "-q", *packages], check=True)
     marker.write_text(spec)
+    print(f"installed {name} in {time.monotonic() - started:.0f} s", flush=True)
     return venv
+
+
+def versions(venv: Path, packages: list[str]) -> str:
+    """``name version`` of ``packages`` as installed in ``venv`` (what the figures were measured with)."""
+    names = [re.split(r"[\[<>=!~ ]", p, maxsplit=1)[0] for p in packages]
+    code = "import importlib.metadata as m, sys; print(', '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))"
+    return subprocess.run(
+        [venv / "bin" / "python", "-c", code, *names], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache" / "kf-bench-peers")
+    parser.add_argument("--venvs", type=Path, default=Path.home() / ".cache" / "kf-bench" / "peers")
     parser.add_argument("--seconds", type=float, default=10.0, help="each throughput run")
     parser.add_argument("--latency-seconds", type=float, default=4.0, help="each sequential batch-1 run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: graph, server logs")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
@@ -81,16 +103,27 @@ def main() -> None:
 
     threads = len(os.sched_getaffinity(0))
     cores, load = threads, os.getloadavg()[0]
-    print(f"{cores} usable cores, load {load:.1f}; onnxruntime {ort.__version__}; {threads} intra-op threads for all")
+    print(f"{cores} usable cores, load {load:.1f}; onnxruntime {ort.__version__} everywhere")
+    print(
+        f"ONNX Runtime settings of every server (KF_INFER_THREADS={threads}; bench/peer_servers/ortconf.py): "
+        f"ORT_ENABLE_ALL, sequential execution, {threads} intra-op threads, 1 inter-op thread, no spinning; "
+        f"CPU provider; largest batch {MAX_BATCH}"
+    )
     if load > cores / 2:
         print(f"NOTE: other processes keep {load:.1f} cores busy; figures include waiting for a core")
-    venvs = {
-        name: ensure_venv(args.venvs, name, [*spec["packages"], f"onnxruntime=={ort.__version__}"])
-        for name, spec in PEERS.items()
-        if name in peers
-    }
-    with tempfile.TemporaryDirectory(prefix="kf-bench-peers-") as tmp:
-        result = run(Path(tmp), args, threads, peers, venvs)
+    venvs = {}
+    for name in peers:
+        packages = [*PEERS[name]["packages"], f"onnxruntime=={ort.__version__}"]
+        venvs[name] = ensure_venv(args.venvs, name, packages)
+        print(f"{name}: {versions(venvs[name], packages)} ({venvs[name]})", flush=True)
+    if args.keep:
+        if args.keep.exists() and any(args.keep.iterdir()):
+            raise SystemExit(f"--keep {args.keep}: not empty; name a new directory")
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(args.keep.resolve(), args, threads, peers, venvs)
+    else:
+        with tempfile.TemporaryDirectory(prefix="kf-bench-peers-") as tmp:
+            result = run(Path(tmp), args, threads, peers, venvs)
     print(json.dumps(result))
 
 
@@ -104,6 +137,8 @@ def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], ve
         "KF_WORK_DIR": str(root / "work"),
         "KF_DEVICE": "cpu",
         "KF_INFER_THREADS": str(threads),
+        "KF_MAX_BATCH": str(MAX_BATCH),
+        "KF_BATCH_WAIT_MS": "0",  # KF's CPU default, stated: the peers batch with their shortest waits too
         "KF_GRPC_PORT": str(grpc_port),
     }
     env.pop("KF_REDIS_URL", None)
@@ -129,8 +164,9 @@ def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], ve
         want = session.run(outputs, {"x": x})
         targets = kf_targets(kf_port, grpc_port, x, tasks)
         peer_env = {**env, **{k: os.environ[k] for k in ("PEER_GRAPH", "PEER_OUTPUTS", "PEER_THREADS")}}
-        peer_env["PEER_MAX_BATCH"] = "64"
+        peer_env["PEER_MAX_BATCH"] = str(MAX_BATCH)
         peer_env["PYTHONPATH"] = str(SERVERS)
+        peer_env.update(BENTOML_DO_NOT_TRACK="True", RAY_USAGE_STATS_ENABLED="0")  # no phoning home mid-run
         for name in peers:
             port = kf_bench.free_port()
             target = peer_target(name, port, x, outputs)
@@ -194,19 +230,20 @@ def report(
     print(f"\n| server, endpoint | batch-1 p50 ms | p99 ms | req/s at c={args.concurrency} | KF v2 JSON / this |")
     print("|---|---|---|---|---|")
     print(f"| ONNX Runtime in process (session.run) | {ort50:.2f} | {ort99:.2f} | | |")
-    print(f"| {noop} | | | {rps[noop]:.0f} | {v2 / rps[noop]:.2f} |")
+    print(f"| {noop} | | | {rps[noop]:.0f} | {_ratio(v2, rps[noop]):.2f} |")
     for t in targets:
-        print(f"| {t.name} | {p50[t.name]:.2f} | {p99[t.name]:.2f} | {rps[t.name]:.0f} | {v2 / rps[t.name]:.2f} |")
+        n = t.name
+        print(f"| {n} | {p50[n]:.2f} | {p99[n]:.2f} | {rps[n]:.0f} | {_ratio(v2, rps[n]):.2f} |")
     fastapi = peers.get("fastapi")
     checks = {
-        "v2_json_vs_noop": (v2 / rps[noop], NOOP_TARGET),
-        **{f"v2_json_vs_{k}": (v2 / rps[n], PEER_TARGET) for k, n in peers.items()},
-        "grpc_vs_v2_binary": (rps[kf["kf_grpc"]] / rps[kf["kf_v2_binary"]], GRPC_TARGET),
+        "v2_json_vs_noop": (_ratio(v2, rps[noop]), NOOP_TARGET),
+        **{f"v2_json_vs_{k}": (_ratio(v2, rps[n]), PEER_TARGET) for k, n in peers.items()},
+        "grpc_vs_v2_binary": (_ratio(rps[kf["kf_grpc"]], rps[kf["kf_v2_binary"]]), GRPC_TARGET),
     }
     gap = p50[kf["kf_v2_json"]] - ort50
     print(
         f"\nKF v2 JSON / no-op {checks['v2_json_vs_noop'][0]:.2f} (target >= {NOOP_TARGET}); / every peer: "
-        + ", ".join(f"{k} {rps[kf['kf_v2_json']] / rps[n]:.2f}x" for k, n in peers.items())
+        + ", ".join(f"{k} {checks[f'v2_json_vs_{k}'][0]:.2f}x" for k in peers)
         + f" (target >= {PEER_TARGET}x); gRPC / v2 binary {checks['grpc_vs_v2_binary'][0]:.2f} (target >= 1)"
     )
     print(
@@ -223,13 +260,19 @@ def report(
         "targets": {k: t for k, (_, t) in checks.items()} | {"p50_gap_to_ort_ms": ORT_GAP_MS},
         "p50_gap_to_ort_ms": round(gap, 3),
         "kf_p50_vs_fastapi": round(p50[kf["kf_v2_json"]] / p50[fastapi], 3) if fastapi else None,
-        "met": all(v >= t for v, t in checks.values())
+        "met": errors == 0
+        and all(v >= t for v, t in checks.values())
         and gap <= ORT_GAP_MS
         and (fastapi is None or p50[kf["kf_v2_json"]] <= p50[fastapi]),
         "errors": errors,
         "concurrency": args.concurrency,
         "rounds": args.rounds,
     }
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b; infinite when b is 0 (a server that completed nothing: reported as an error too)."""
+    return a / b if b else float("inf")
 
 
 if __name__ == "__main__":

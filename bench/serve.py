@@ -56,26 +56,37 @@ def build_factor_set(root: Path) -> Path:
 
     torch.manual_seed(0)
     recipe = get_recipe("dsprites")
-    net = FactorNet(
-        input_shape=(1, 64, 64), tasks=[TaskSpec(n, n) for n in TASKS], num_classes=TASKS, config=recipe.factor
-    ).eval()
+    tasks = [TaskSpec(n, n) for n in TASKS]
+    net = FactorNet(input_shape=(1, 64, 64), tasks=tasks, num_classes=TASKS, config=recipe.factor).eval()
     run = root / "run"
     export_factor_set(net, run / "parts", sample=torch.rand(8, 1, 64, 64))
-    (run / "report.json").write_text(json.dumps({"recipe": "bench", "tasks": {}, "history": []}))
+    write_report(run, net, tasks)
     torch.save(net.state_dict(), root / "factor_net.pt")
     return run
 
 
+def write_report(run: Path, net: Any, tasks: Sequence[Any]) -> None:
+    """``report.json`` as a factorization writes it, with its assembly-versus-torch check (an import needs it)."""
+    import numpy as np
+
+    from kf_core.pipeline import check_assembly
+
+    x = np.random.default_rng(0).random((8, *net.input_shape), dtype=np.float32)
+    assembly = check_assembly(run / "parts", net, x, tasks)
+    (run / "report.json").write_text(json.dumps({"recipe": "bench", "tasks": {}, "history": [], "assembly": assembly}))
+
+
 def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict[str, int] = TASKS) -> None:
-    """Register ``run`` as factor set ``name`` in the deployment's catalog, as a finished job would."""
+    """Import ``run`` as factor set ``name`` into the deployment's catalog, as ``kf factor-sets import`` does
+    (verified, stored by content); the teacher it names is a stand-in with the tasks' outputs."""
     from service.catalog import queries as catalog
     from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
-    from service.catalog.leases import claim_job
     from service.catalog.migrate import upgrade
+    from service.cli.factor_sets import pack_run
     from service.config import Settings
-    from service.jobs.register import register_factor_set
-    from service.schemas import TeacherInfo
+    from service.jobs.derive import import_run
+    from service.schemas import FactorSetImport, TeacherInfo
 
     settings = Settings(_env_file=None, **{k[3:].lower(): v for k, v in env.items() if k.startswith("KF_")})  # type: ignore[call-arg]
     upgrade(settings)
@@ -103,22 +114,11 @@ def register(env: dict[str, str], run: Path, *, name: str = "bench", tasks: dict
             info=info,
             artifact=artifact,
         )
-        dataset = catalog.ensure_builtin_dataset(session=session, name="dsprites", classes={})
-        job = catalog.create_job(
-            session=session,
-            teacher_id=teacher.id,
-            dataset_id=dataset.id,
-            recipe={},
-            factor_set_name=name,
-            queue="kf",
-            max_attempts=1,
-            epochs=1,
-        )
         session.commit()
-        lease = claim_job(session=session, job_id=job.id, worker="bench:1")
-        session.commit()
-    assert lease is not None
-    register_factor_set(factory=factory, store=store, lease=lease, run_dir=run, report={"tasks": {}})
+        archive = run.parent / f"{run.name}.tar"
+        archive.write_bytes(pack_run(run))
+        spec = FactorSetImport(name=name, teacher_id=teacher.id, dataset="dsprites")
+        import_run(session=session, store=store, archive=archive, spec=spec, work_dir=settings.work_dir)
     engine.dispose()
 
 

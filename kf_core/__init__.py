@@ -21,9 +21,20 @@ _import_onnxruntime()  # fail now, with the fix in the message, rather than deep
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time they load on first use
     from kf_core.assemble import assemble, assemble_bytes, assemble_session, assemble_to_file, load_parts
-    from kf_core.data import ArrayDataset, DataSpec, load_digits, load_dsprites, load_image_folder, load_npz, load_split
+    from kf_core.data import (
+        ArrayDataset,
+        DataSpec,
+        load_breast_cancer,
+        load_digits,
+        load_dsprites,
+        load_image_folder,
+        load_npz,
+        load_split,
+        load_table,
+        save_npz,
+    )
     from kf_core.data.dsprites import class_names as dsprites_class_names
-    from kf_core.engine_demo import demo_recipe, run_demo
+    from kf_core.engine_demo import demo_recipe, run_demo, varied_samples
     from kf_core.errors import KfError
     from kf_core.export import export_factor_set
     from kf_core.extend import extend_tasks, remove_tasks, run_extension
@@ -33,9 +44,10 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
     from kf_core.parts import FactorParts
     from kf_core.pipeline import run_factorization, run_teacher_fit
     from kf_core.predict import AssemblyDescription, check_batch, describe_assembly, predict_file, prediction_json
-    from kf_core.progress_bar import ProgressBar
+    from kf_core.progress_bar import ProgressBar, epoch_text
     from kf_core.recipes import Recipe, get_recipe, list_recipes
     from kf_core.registry import register_net
+    from kf_core.shapes import check_input_shape
     from kf_core.tasks import (
         COMBINED,
         CombinedHead,
@@ -61,6 +73,10 @@ _EXPORTS: dict[str, str] = {
     "load_dsprites": "kf_core.data",
     "load_digits": "kf_core.data",
     "load_npz": "kf_core.data",
+    "load_table": "kf_core.data",
+    "save_npz": "kf_core.data",
+    "load_breast_cancer": "kf_core.data",
+    "check_input_shape": "kf_core.shapes",
     "load_image_folder": "kf_core.data",
     "TaskSpec": "kf_core.tasks",
     "class_groups": "kf_core.tasks",
@@ -103,6 +119,8 @@ _EXPORTS: dict[str, str] = {
     "ProgressBar": "kf_core.progress_bar",
     "demo_recipe": "kf_core.engine_demo",
     "run_demo": "kf_core.engine_demo",
+    "varied_samples": "kf_core.engine_demo",
+    "epoch_text": "kf_core.progress_bar",
     "dsprites_class_names": "kf_core.data.dsprites:class_names",
     # serving (no torch): parts, assembled sessions, batch checks
     "FactorParts": "kf_core.parts",
@@ -145,6 +163,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "assemble_session",
     "assemble_to_file",
     "check_batch",
+    "check_input_shape",
     "check_task_names",
     "class_groups",
     "combined_head",
@@ -152,6 +171,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "demo_recipe",
     "describe_assembly",
     "dsprites_class_names",
+    "epoch_text",
     "export_factor_set",
     "extend_tasks",
     "factorize",
@@ -159,12 +179,14 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "get_recipe",
     "list_nets",
     "list_recipes",
+    "load_breast_cancer",
     "load_digits",
     "load_dsprites",
     "load_image_folder",
     "load_npz",
     "load_parts",
     "load_split",
+    "load_table",
     "load_teacher",
     "one_vs_all",
     "predict_file",
@@ -175,9 +197,11 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "run_extension",
     "run_factorization",
     "run_teacher_fit",
+    "save_npz",
     "save_teacher",
     "select_tasks",
     "validate_tasks",
+    "varied_samples",
     "verify_factor_set",
 ]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from kf_core.progress_bar import ProgressBar
 from kf_core.recipes import Recipe
 from kf_core.teacher import load_teacher
 
-__all__ = ["DEMO_BUDGET", "demo_recipe", "run_demo"]
+__all__ = ["DEMO_BUDGET", "demo_recipe", "run_demo", "varied_samples"]
 
 # The built-in recipes are sized for a ~10-minute reference run; the demo trains on a smaller budget unless the
 # user passes --samples/--epochs (which then apply to teacher and factorization alike). The teacher gets more
@@ -44,6 +45,33 @@ def demo_recipe(name: str, *, epochs: int | None, samples: int | None, seed: int
         train = TrainConfig.from_json({**recipe.teacher.train.to_json(), "epochs": budget["teacher_epochs"]})
         recipe = dataclasses.replace(recipe, teacher=dataclasses.replace(recipe.teacher, train=train))
     return recipe
+
+
+def varied_samples(labels: Mapping[str, np.ndarray], n: int, *, seed: int = 0) -> np.ndarray:
+    """Positions of ``n`` samples to show, spread over the data: each pick is new in as many label columns as
+    possible (ties go to the earliest in a ``seed``-shuffled order), so a demo shows different shapes, scales,
+    orientations and positions rather than the first rows of a sorted split. Deterministic.
+    """
+    columns = [np.asarray(v) for v in labels.values()]
+    if not columns:
+        return np.zeros(0, dtype=np.int64)
+    total = len(columns[0])
+    order = np.random.default_rng(seed).permutation(total)
+    table = np.stack([c[order] for c in columns], axis=1)
+    seen: list[list[int]] = [[] for _ in columns]
+    taken = np.zeros(total, dtype=bool)
+    picks: list[int] = []
+    for _ in range(min(max(n, 0), total)):
+        novelty = np.zeros(total, dtype=np.int64)
+        for j in range(len(columns)):
+            novelty += ~np.isin(table[:, j], seen[j])
+        novelty[taken] = -1
+        i = int(np.argmax(novelty))  # the first of the most novel
+        taken[i] = True
+        picks.append(int(order[i]))
+        for j in range(len(columns)):
+            seen[j].append(int(table[i, j]))
+    return np.asarray(picks, dtype=np.int64)
 
 
 def _subsets(names: list[str]) -> list[list[str]]:
@@ -71,8 +99,9 @@ def run_demo(recipe: Recipe, out_dir: str | Path, *, show: int = 4) -> dict[str,
     parts = load_parts(out / "factor" / "parts")
     names = [t.name for t in recipe_tasks(recipe, teacher)]
     test = load_split(recipe.data).test
-    x = test.images(slice(0, show))
-    print(f"4/4 predicting {show} test images with each assembly")
+    picks = varied_samples(test.labels, show)
+    x = test.images(picks)
+    print(f"4/4 predicting {len(picks)} varied test images with each assembly")
     for subset in _subsets(names):
         t0 = time.perf_counter()
         graph = assemble(parts, subset)
@@ -83,7 +112,7 @@ def run_demo(recipe: Recipe, out_dir: str | Path, *, show: int = 4) -> dict[str,
         for name in subset:
             task = next(t for t in recipe_tasks(recipe, teacher) if t.name == name)
             classes = teacher.class_names.get(task.output) or []
-            truth = [classes[int(c)] if classes else str(int(c)) for c in test.labels[task.label_column][:show]]
+            truth = [classes[int(c)] if classes else str(int(c)) for c in test.labels[task.label_column][picks]]
             got = pred[name]["class_names"]
             conf = [f"{max(p):.2f}" for p in pred[name]["probabilities"]]
             acc = 100 * report["tasks"][name]["factor_accuracy"]

@@ -92,7 +92,8 @@ def export_factor_set(
 ) -> dict[str, Any]:
     """Write ``ckn.onnx``, ``task_<name>.onnx`` per task and ``manifest.json`` to ``out_dir``; return the manifest.
 
-    ``sample`` is a real input batch ``(B, C, H, W)`` used to verify every part. ``class_names`` and
+    ``sample`` is a real input batch ``(B, *input_shape)`` (``(B, D)``, ``(B, C, H, W)``, ...) used to verify
+    every part. ``class_names`` and
     ``output_sizes`` are keyed by teacher output name; class names default to the class indices as strings.
     The manifest is written last, so a directory with a manifest holds a complete, verified factor set.
     """
@@ -127,10 +128,9 @@ def export_factor_set(
             tasks[name] = {"file": file, "sha256": _sha256_file(out / file), **meta}
     finally:
         model.train(was_training)
-    c, h, w = model.input_shape
     manifest: dict[str, Any] = {
         "format": FORMAT,
-        "input": {"name": "x", "shape": [None, c, h, w], "dtype": "float32"},
+        "input": {"name": "x", "shape": [None, *model.input_shape], "dtype": "float32"},
         "feature_dim": model.feature_dim,
         "opset": opset,
         "config": model.config.to_json(),

@@ -31,7 +31,7 @@ from kf_core.accuracy import labelled_accuracy, teacher_accuracy
 from kf_core.assemble import assemble
 from kf_core.data.base import ArrayDataset
 from kf_core.data.spec import load_split
-from kf_core.errors import ConfigError, ExportMismatchError, InputShapeError
+from kf_core.errors import ConfigError, ExportMismatchError
 from kf_core.export import EXPORT_ATOL, drift, export_module
 from kf_core.factor import FactorConfig, NetSpec, TaskPart
 from kf_core.loop import Callback, TrainConfig, data_fingerprint, fingerprint, resolve_device, run_loop
@@ -40,6 +40,7 @@ from kf_core.ort import create_session
 from kf_core.parts import FORMAT, MANIFEST, FactorParts, load_parts
 from kf_core.recipes import Recipe
 from kf_core.report import write_json
+from kf_core.shapes import check_input_shape
 from kf_core.tasks import TaskSpec, task_labels, validate_tasks
 from kf_core.teacher import Teacher
 from kf_core.train import labels_for, run_defining_config, supervised_terms, teacher_targets
@@ -62,14 +63,13 @@ class _NewTasks(nn.Module):
 
     def __init__(self, tasks: Sequence[TaskSpec], classes: dict[str, int], config: FactorConfig, shape: Any) -> None:
         super().__init__()
-        c, h, w = shape
         d = config.feature_dim
         self.tsn = nn.ModuleDict()
         self.head = nn.ModuleDict()
         self.aux = nn.ModuleDict()
         for t in tasks:
             key = f"task_{t.name}"
-            tsn = config.tsn.build(in_channels=c, input_size=(h, w), feature_dim=d)
+            tsn = config.tsn.build(input_shape=shape, feature_dim=d)
             if tsn.feature_dim != d:
                 raise ConfigError(f"TSN {config.tsn.name!r} gives width {tsn.feature_dim}, the CKN's is {d}")
             self.tsn[key] = tsn
@@ -93,9 +93,7 @@ def ckn_features(parts: FactorParts, data: ArrayDataset | np.ndarray, batch: int
 
 
 def _check_input(parts: FactorParts, shape: Sequence[int]) -> None:
-    want = [int(v) for v in parts.manifest["input"]["shape"][1:]]
-    if want != [int(v) for v in shape]:
-        raise InputShapeError(f"the factor set takes inputs of shape (C, H, W) = {want}, the data has {list(shape)}")
+    check_input_shape(parts.manifest["input"]["shape"][1:], shape, what="the factor set")
 
 
 def extend_tasks(

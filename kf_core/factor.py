@@ -22,6 +22,7 @@ from torch import nn
 from kf_core.errors import ConfigError, UnknownTaskError
 from kf_core.nets import create_net
 from kf_core.nets.base import Backbone, GaussianEncoder
+from kf_core.registry import accepts
 from kf_core.tasks import TaskSpec
 
 __all__ = ["CknPart", "FactorConfig", "FactorNet", "FactorOutput", "NetSpec", "TaskPart"]
@@ -34,10 +35,20 @@ class NetSpec:
     name: str  # registry name, see kf_core.nets.list_nets()
     kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"width": 0.25}
 
-    def build(self, *, in_channels: int, input_size: tuple[int, int], feature_dim: int | None) -> Backbone:
-        return create_net(
-            self.name, in_channels=in_channels, input_size=input_size, feature_dim=feature_dim, **self.kwargs
-        )
+    def build(self, *, input_shape: Sequence[int], feature_dim: int | None) -> Backbone:
+        """Build for inputs of per-sample ``input_shape``: images ``(C, H, W)`` go to every architecture as
+        ``in_channels`` and ``input_size``; other ranks (vectors ``(D,)``, ...) only to architectures that take
+        ``input_shape`` (``mlp``), as convolutions need images."""
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) == 3:
+            c, h, w = shape
+            return create_net(self.name, in_channels=c, input_size=(h, w), feature_dim=feature_dim, **self.kwargs)
+        if not accepts(self.name, "input_shape"):
+            raise ConfigError(
+                f"architecture {self.name!r} takes images (C, H, W), but the inputs have shape {shape}; "
+                "use an architecture for vectors such as 'mlp' (e.g. the 'tabular' recipe)"
+            )
+        return create_net(self.name, input_shape=shape, feature_dim=feature_dim, **self.kwargs)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "kwargs": dict(self.kwargs)}
@@ -88,7 +99,7 @@ class FactorNet(nn.Module):
     def __init__(
         self,
         *,
-        input_shape: tuple[int, int, int],
+        input_shape: Sequence[int],
         tasks: Sequence[TaskSpec],
         num_classes: Mapping[str, int],
         config: FactorConfig,
@@ -96,20 +107,19 @@ class FactorNet(nn.Module):
         super().__init__()
         if not tasks:
             raise ConfigError("a factor network needs at least one task")
-        c, h, w = input_shape
         d = config.feature_dim
-        self.input_shape = (int(c), int(h), int(w))
+        self.input_shape = tuple(int(s) for s in input_shape)  # one sample: (D,), (C, H, W), ...
         self.config = config
         self.tasks = list(tasks)
         self.num_classes = {t.name: int(num_classes[t.name]) for t in self.tasks}
-        self.ckn = config.ckn.build(in_channels=c, input_size=(h, w), feature_dim=d)
+        self.ckn = config.ckn.build(input_shape=self.input_shape, feature_dim=d)
         if self.ckn.feature_dim != d:
             raise ConfigError(f"CKN {config.ckn.name!r} gives width {self.ckn.feature_dim}, expected {d}")
         self.tsn = nn.ModuleDict()
         self.head = nn.ModuleDict()
         self.aux_head = nn.ModuleDict()
         for t in self.tasks:
-            tsn = config.tsn.build(in_channels=c, input_size=(h, w), feature_dim=d)
+            tsn = config.tsn.build(input_shape=self.input_shape, feature_dim=d)
             if tsn.feature_dim != d:
                 raise ConfigError(f"TSN {config.tsn.name!r} gives width {tsn.feature_dim}, expected {d}")
             key = _key(t.name)

@@ -30,7 +30,7 @@ from kf_core.tasks import TaskSpec, select_tasks, task_labels, validate_tasks
 from kf_core.teacher import Teacher, save_teacher
 from kf_core.train import factorize, fit_teacher
 
-__all__ = ["recipe_tasks", "run_factorization", "run_teacher_fit"]
+__all__ = ["check_assembly", "recipe_tasks", "run_factorization", "run_teacher_fit"]
 
 
 def run_teacher_fit(recipe: Recipe, out_dir: str | Path, *, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
@@ -119,7 +119,7 @@ def run_factorization(
     export_factor_set(
         run.model, out / "parts", sample=sample, class_names=class_names, output_sizes=teacher.output_sizes
     )
-    assembly = _check_assembly(out / "parts", run.model, split.test.images(slice(0, 256)), tasks)
+    assembly = check_assembly(out / "parts", run.model, split.test.images(slice(0, 256)), tasks)
     combined = _combined_accuracy(out / "parts", tasks, split.test.images(), split.test.labels, teacher)
     if combined is not None:
         assembly["combined"] = combined
@@ -160,7 +160,7 @@ def _class_names(teacher: Teacher, task: TaskSpec) -> list[str]:
     return [names[i] for i in task.class_index(teacher.output_sizes)]
 
 
-def _check_assembly(parts_dir: Path, model: Any, x: np.ndarray, tasks: Sequence[TaskSpec]) -> dict[str, Any]:
+def check_assembly(parts_dir: Path, model: Any, x: np.ndarray, tasks: Sequence[TaskSpec]) -> dict[str, Any]:
     """Assemble all tasks and compare the ONNX Runtime outputs with the torch factor networks.
 
     The gate of every run: an assembled graph that drifts from torch beyond the export tolerance raises

@@ -146,6 +146,25 @@ _BUILTIN: dict[str, Recipe] = {
             TaskSpec(name="high", output="digit", classes=(5, 6, 7, 8, 9)),
         ),
     ),
+    "tabular": Recipe(
+        name="tabular",
+        description=(
+            "Vectors (N, D): scikit-learn's bundled breast-cancer table (30 standardised features), an MLP teacher "
+            "with two heads (diagnosis, tertile of the mean radius), factorized into MLP CKN and TSNs. The recipe "
+            "to start from for any tabular or embedding teacher: its networks take inputs of any shape."
+        ),
+        data=DataSpec(source="breast_cancer", seed=0, test_fraction=0.3, split_seed=42),
+        teacher=TeacherRecipe(
+            backbone=NetSpec("mlp", {"hidden": [64, 64]}),
+            feature_dim=None,
+            train=TrainConfig(epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-4, seed=0),
+        ),
+        factor=FactorConfig(
+            ckn=NetSpec("mlp", {"hidden": [128, 64]}), tsn=NetSpec("mlp", {"hidden": [32, 32]}), feature_dim=32
+        ),
+        train=TrainConfig(epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-4, lambda_kd=1.0, seed=0, eval_every=0),
+        tasks=(TaskSpec(name="diagnosis", output="diagnosis"), TaskSpec(name="radius", output="radius")),
+    ),
 }
 
 

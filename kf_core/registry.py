@@ -11,6 +11,7 @@ backbone, a CKN or a TSN.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,7 +21,7 @@ from kf_core.errors import UnknownArchitectureError
 if TYPE_CHECKING:
     from kf_core.nets.base import Backbone
 
-__all__ = ["build_registered", "register_net", "registered_names"]
+__all__ = ["accepts", "build_registered", "register_net", "registered_names"]
 
 _F = TypeVar("_F", bound=Callable[..., "Backbone"])
 _NETS: dict[str, Callable[..., Backbone]] = {}
@@ -47,3 +48,12 @@ def build_registered(name: str, **kwargs: Any) -> Backbone:
     except KeyError:
         raise UnknownArchitectureError("architecture", name, list(_NETS)) from None
     return factory(**kwargs)
+
+
+def accepts(name: str, parameter: str) -> bool:
+    """Whether the architecture registered as ``name`` takes the keyword ``parameter``."""
+    try:
+        factory = _NETS[name]
+    except KeyError:
+        raise UnknownArchitectureError("architecture", name, list(_NETS)) from None
+    return parameter in inspect.signature(factory).parameters

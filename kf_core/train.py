@@ -254,7 +254,8 @@ def run_defining_config(cfg: TrainConfig) -> dict[str, object]:
 
 
 def batch_images(data: ArrayDataset, idx: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(data.images(idx)).to(device).contiguous(memory_format=torch.channels_last)
+    x = torch.from_numpy(data.images(idx)).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x  # images only; vectors as they are
 
 
 def labels_for(task: TaskSpec, data: ArrayDataset, t_logits: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -292,9 +293,8 @@ def fit_teacher(
         train.column(h)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    c, hh, ww = train.input_shape
     net = MultiHeadNet(
-        backbone.build(in_channels=c, input_size=(hh, ww), feature_dim=feature_dim),
+        backbone.build(input_shape=train.input_shape, feature_dim=feature_dim),
         {h: train.num_classes(h) for h in heads},
     ).to(device)
     net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -15,6 +15,7 @@ place (``_STATUS``), together with kf_core's errors.
     ├── UnauthorizedError         no API key, or one that is unknown or revoked (401)
     ├── ForbiddenError            a valid key whose scope does not allow the operation (403)
     ├── DeviceUnavailableError    KF_DEVICE=cuda but the CUDA provider does not load (refuses to start)
+    ├── CatalogNotMigratedError   the catalog's schema is behind the code: run `kf db upgrade` (refuses to start)
     └── LeaseLostError            a job run lost ownership of its job (another run took over, or it was cancelled)
 
 Every message says what was wrong and what to do about it.
@@ -27,6 +28,7 @@ __all__ = [
     "ArtifactError",
     "ArtifactMissingError",
     "ArtifactStoreUnavailableError",
+    "CatalogNotMigratedError",
     "ConflictError",
     "DeviceUnavailableError",
     "ForbiddenError",
@@ -108,6 +110,11 @@ class LeaseLostError(ServiceError):
 
 class DeviceUnavailableError(ServiceError):
     """The configured inference device cannot be used; raised at start-up, never per request."""
+
+
+class CatalogNotMigratedError(ServiceError, RuntimeError):
+    """The catalog database is not at the code's schema revision; raised at start-up and by the CLI, never per
+    request."""
 
 
 class UnauthorizedError(ServiceError):

@@ -15,17 +15,21 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
 from service.api.auth import Authenticator, required_scope
 from service.api.console import mount_console
 from service.api.fastpath import FastPath
+from service.api.links import add_links
 from service.api.metrics import register_collectors
 from service.api.middleware import HttpMetrics, RequestMiddleware, is_v2_path
+from service.api.paths import PathTable
 from service.api.routes import (
     artifacts,
     assemblies,
@@ -36,6 +40,7 @@ from service.api.routes import (
     health,
     jobs,
     metrics,
+    not_json,
     predict,
     teachers,
     v2,
@@ -94,12 +99,27 @@ def error_content(path: str, exc: Exception) -> tuple[int, dict[str, Any], dict[
     kf_core error (mapped by ``status_for``) or a malformed request (``RequestValidationError``), in the one error
     shape of the API the path belongs to. Used by the exception handlers and by the prediction fast path."""
     if isinstance(exc, RequestValidationError):
-        return _validation_content(path, exc)
+        status, content, headers = _validation_content(path, exc)
+        return status, _encodable(content), headers
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if is_v2_path(path):  # the Open Inference Protocol's error shape; its bad requests are 400s
-        return (400 if status == 422 else status), {"error": str(exc)}, headers
-    return status, {"detail": str(exc), "error": type(exc).__name__}, headers
+        return (400 if status == 422 else status), _encodable({"error": str(exc)}), headers
+    return status, _encodable({"detail": str(exc), "error": type(exc).__name__}), headers
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with every string UTF-8 encodable and every integer within 64 bits: messages quote what the
+    client sent, which JSON lets it fill with lone surrogates ("\\udaef") and integers of any size."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, bool) or not isinstance(value, int | dict | list | tuple):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else str(value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return [_encodable(v) for v in value]
 
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
@@ -123,12 +143,32 @@ def _validation_content(path: str, exc: RequestValidationError) -> tuple[int, di
     message = "invalid request: " + "; ".join(problems)
     if is_v2_path(path):
         return 400, {"error": message}, None
-    return 422, {"detail": message, "error": "RequestValidationError", "errors": jsonable_encoder(exc.errors())}, None
+    # a body that is not UTF-8 comes back in "input" as bytes: shown as text, never a UnicodeDecodeError here
+    itemised = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b[:200].decode("utf-8", "replace")})
+    return 422, {"detail": message, "error": "RequestValidationError", "errors": itemised}, None
+
+
+async def _handle_http(request: Request, exc: Exception) -> Response:
+    """Starlette's answer to an ``HTTPException``, except FastAPI's bare 400 "There was an error parsing the body"
+    (a JSON body it could not decode: not UTF-8, nested too deeply), which becomes the 422 saying what is wrong."""
+    assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return await http_exception_handler(request, exc)
+    if isinstance(cause, UnicodeDecodeError):
+        why = not_json(bytes(cause.object), str(cause))
+    elif isinstance(cause, RecursionError):
+        why = "the body's JSON is nested too deeply; send a flatter JSON object"
+    else:
+        why = not_json(b"", f"{type(cause).__name__}: {cause}")
+    problem = {"type": "json_invalid", "loc": ("body",), "msg": why, "input": None}
+    status, content, _ = error_content(request.url.path, RequestValidationError([problem]))
+    return JSONResponse(status_code=status, content=content)
 
 
 async def _handle_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    status, content, _ = _validation_content(request.url.path, exc)
+    status, content, _ = error_content(request.url.path, exc)
     return JSONResponse(status_code=status, content=content)
 
 
@@ -141,7 +181,7 @@ _KEYS_DOC = (
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, plus the bodies routes parse themselves (``json_body``), less the 422 FastAPI adds to
-    every route with parameters: /v2 answers those with 400."""
+    every route with parameters (/v2 answers those with 400), plus links between operations (``add_links``)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -160,9 +200,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                         "description": _WHY_422,
                         "content": {"application/json": {"schema": error}},
                     }
-                if "application/json" in op.get("requestBody", {}).get("content", {}):
+                bodies = op.get("requestBody", {}).get("content", {})
+                if "application/json" in bodies:
                     op["responses"]["413"] = {
                         "description": "The body exceeds KF_MAX_REQUEST_BYTES.",
+                        "content": {"application/json": {"schema": error}},
+                    }
+                if bodies:  # service.api.paths refuses other media types for every route alike
+                    op["responses"]["415"] = {
+                        "description": f"The body's Content-Type is not {' or '.join(bodies)}.",
                         "content": {"application/json": {"schema": error}},
                     }
                 scope = required_scope(method, path)
@@ -174,6 +220,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                     codes["403"] = "The API key's scope is predict; this operation needs an admin key."
                 for code, why in codes.items():
                     op["responses"][code] = {"description": why, "content": {"application/json": {"schema": error}}}
+        add_links(schema)
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -235,12 +282,14 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         metrics=HttpMetrics(registry),
         max_body=settings.max_request_bytes,
         fast_path=lambda: FastPath(app, error_content),  # the prediction routes, served past the framework
+        paths=lambda: PathTable(app.openapi()),  # OPTIONS, 405 and 415 for every route, from what OpenAPI says
     )
     app.add_exception_handler(errors.ServiceError, _handle)
     from kf_core.errors import KfError
 
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     for module in (
         health,

@@ -56,6 +56,17 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Constraints stated in the OpenAPI document that the server checks itself, with a message that says more than
+# JSON Schema's would (the list of known tasks, "the batch has no samples"): the document says what is accepted,
+# the server says what to fix. An empty list also stands for an array read straight into numpy (fast path).
+_NON_EMPTY: dict[str, Any] = {"minItems": 1}
+
+
+def _present(field: str) -> dict[str, Any]:
+    """JSON Schema: ``field`` is present and not null."""
+    return {"required": [field], "properties": {field: {"not": {"type": "null"}}}}
+
+
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -89,7 +100,11 @@ class TeacherSpec(_In):
         default=None, description="outputs used as stage features (ONNX default: outputs named feat_*)"
     )
     input_shape: list[int] | None = Field(
-        default=None, min_length=3, max_length=3, description="(C, H, W); required for TorchScript"
+        default=None,
+        min_length=1,
+        max_length=8,
+        description="one sample's shape without the batch dimension: [D] for vectors, [C, H, W] for images; "
+        "required for TorchScript, checked against the graph for ONNX",
     )
     class_names: dict[str, list[str]] = Field(default_factory=dict)
     tasks: list[TaskIn] = Field(default_factory=list, description="default tasks of jobs on this teacher")
@@ -181,6 +196,8 @@ class RecipeOverrides(_In):
 class JobCreate(_In):
     """``POST /v1/jobs``: factorize a teacher on a dataset."""
 
+    model_config = ConfigDict(json_schema_extra={"oneOf": [_present("dataset"), _present("dataset_id")]})
+
     teacher_id: uuid.UUID
     dataset: str | None = Field(default=None, description="a built-in dataset: dsprites or digits")
     dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset (POST /v1/datasets)")
@@ -188,7 +205,9 @@ class JobCreate(_In):
         default=None, description="built-in recipe name or a full recipe object (default: the dataset's recipe)"
     )
     tasks: list[str | TaskIn] | None = Field(
-        default=None, description="task names (of the teacher's or recipe's tasks) or task objects"
+        default=None,
+        description="task names (of the teacher's or recipe's tasks) or task objects; at least one",
+        json_schema_extra=_NON_EMPTY,  # the engine refuses an empty list, naming the teacher's tasks
     )
     overrides: RecipeOverrides = Field(default_factory=RecipeOverrides)
     processes: int | None = Field(
@@ -209,6 +228,8 @@ class JobCreate(_In):
 
 class FactorSetExtend(_In):
     """``POST /v1/factor-sets/{ref}/tasks``: train new tasks against the factor set's frozen CKN (a job)."""
+
+    model_config = ConfigDict(json_schema_extra={"not": {"allOf": [_present("dataset"), _present("dataset_id")]}})
 
     tasks: list[str | TaskIn] = Field(
         min_length=1, description="the new tasks: names of the teacher's tasks or objects"
@@ -428,7 +449,7 @@ class AssemblyCreate(_In):
 
     factor_set: FactorSetRef
     tasks: list[Annotated[str, Field(max_length=64)]] = Field(
-        max_length=256, description="task names (any order, each once); at least one"
+        max_length=256, description="task names (any order, each once); at least one", json_schema_extra=_NON_EMPTY
     )
     combined: bool = Field(
         default=False, description="also output one softmax over the union of the tasks' classes (class-subset tasks)"
@@ -473,10 +494,15 @@ class PredictRequest(_In):
 
     factor_set: FactorSetRef
     tasks: list[Annotated[str, Field(max_length=64)]] | None = Field(
-        default=None, max_length=256, description="task names; omitted: every task of the factor set"
+        default=None,
+        max_length=256,
+        description="task names; omitted: every task of the factor set",
+        json_schema_extra=_NON_EMPTY,
     )
     inputs: list[Any] | str = Field(
-        description="the batch, shape (N, C, H, W): nested lists of numbers, or a base64-encoded .npy file"
+        description="the batch, shape (N, *input shape): (N, D) vectors or (N, C, H, W) images, whatever the "
+        "factor set takes; nested lists of numbers, or a base64-encoded .npy file",
+        json_schema_extra={"anyOf": [{"type": "array", "minItems": 1}, {"type": "string", "minLength": 1}]},
     )
     combined: bool = Field(default=False, description="also predict over the union of the tasks' classes")
     logits: bool = Field(default=False, description="include the raw logits")
@@ -509,9 +535,9 @@ class SamplesPublic(BaseModel):
     split: str = Field(description="always 'test': samples the factor set was not trained on")
     count: int = Field(description="samples in the split")
     offset: int
-    shape: list[int] = Field(description="(N, C, H, W) of inputs")
+    shape: list[int] = Field(description="shape of inputs: (N, *input shape), e.g. (N, D) or (N, C, H, W)")
     value_range: list[float] = Field(description="[min, max] of the split's values (to map drawings onto)")
-    inputs: list[Any] = Field(description="nested lists, shape (N, C, H, W)")
+    inputs: list[Any] = Field(description="nested lists of that shape")
     labels: dict[str, list[int | None]] = Field(
         description="per task, each sample's class index in the task (null: its class is outside a subset task)"
     )

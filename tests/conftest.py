@@ -319,7 +319,10 @@ def _openapi_paths(app: Any) -> tuple[dict[str, Any], list[tuple[re.Pattern[str]
     """The app's OpenAPI paths and a regex per path template (computed once: every test app is the same)."""
     if not _OPENAPI:
         paths = app.openapi()["paths"]
-        _OPENAPI.extend([paths, [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in paths]])
+        concrete_first = sorted(paths, key=lambda p: p.count("{"))  # OpenAPI: /x/import before /x/{ref}
+        _OPENAPI.extend(
+            [paths, [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in concrete_first]]
+        )
     return _OPENAPI[0], _OPENAPI[1]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +57,17 @@ def tiny_teacher(data: ArrayDataset | None = None, *, epochs: int = 3) -> TorchT
 DSPRITES_HEADS = {"shape": 3, "scale": 6, "orientation": 40, "pos_x": 32, "pos_y": 32}
 
 
-def teacher_net(heads: dict[str, int], *, input_shape: tuple[int, int, int] = (1, 8, 8), hidden: int = 16) -> Any:
+def teacher_net(heads: dict[str, int], *, input_shape: tuple[int, ...] = (1, 8, 8), hidden: int = 16) -> Any:
     """An untrained MLP teacher (a ``MultiHeadNet``): factorization needs a teacher's outputs, not its accuracy."""
     from kf_core.teacher import MultiHeadNet
 
     torch.manual_seed(0)
-    c, h, w = input_shape
-    backbone = NetSpec("mlp", {"hidden": [hidden]}).build(in_channels=c, input_size=(h, w), feature_dim=None)
+    backbone = NetSpec("mlp", {"hidden": [hidden]}).build(input_shape=input_shape, feature_dim=None)
     return MultiHeadNet(backbone, heads).eval()
 
 
 def onnx_teacher_file(
-    path: Path, heads: dict[str, int], *, input_shape: tuple[int, int, int] = (1, 8, 8), names: list[str] | None = None
+    path: Path, heads: dict[str, int], *, input_shape: tuple[int, ...] = (1, 8, 8), names: list[str] | None = None
 ) -> Path:
     """An ONNX teacher with one output per head (named after it, or ``names``) and one ``feat_0`` feature output."""
     from kf_core.export import export_module
@@ -78,9 +78,7 @@ def onnx_teacher_file(
     return path
 
 
-def torchscript_teacher_file(
-    path: Path, heads: dict[str, int], *, input_shape: tuple[int, int, int] = (1, 8, 8)
-) -> Path:
+def torchscript_teacher_file(path: Path, heads: dict[str, int], *, input_shape: tuple[int, ...] = (1, 8, 8)) -> Path:
     """A TorchScript teacher returning a tuple: the heads in order, then one stage feature."""
     net = teacher_net(heads, input_shape=input_shape)
     with warnings.catch_warnings():
@@ -156,7 +154,7 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any) -> Any:
+def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any, recipe: dict[str, Any] | None = None) -> Any:
     """A queued one-epoch job for factor set ``fs`` in the catalog (committed), as a worker would find it."""
     from service.catalog import queries as catalog
 
@@ -164,7 +162,7 @@ def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any) -> Any:
         session=session,
         teacher_id=teacher_id,
         dataset_id=dataset_id,
-        recipe={},
+        recipe=recipe or {},
         factor_set_name="fs",
         queue="kf",
         max_attempts=2,
@@ -172,3 +170,48 @@ def queued_job(session: Any, *, teacher_id: Any, dataset_id: Any) -> Any:
     )
     session.commit()
     return job
+
+
+@dataclass
+class SklearnDigits:
+    """A scikit-learn MLP on the bundled digits, converted with skl2onnx as a user would, and its data.
+
+    ``x_*`` are the 64 pixel intensities scaled to [0, 1], shape (N, 64) float32; the teacher was fitted on the
+    train part only, so ``accuracy`` (sklearn's own, on the test part) is on data it never saw.
+    """
+
+    path: Path
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    accuracy: float
+
+
+def sklearn_digits_teacher(path: Path, *, zipmap: bool = False) -> SklearnDigits:
+    """Fit ``MLPClassifier`` on 70 % of sklearn's digits and write it to ``path`` with ``skl2onnx.to_onnx``:
+    input ``X`` [N, 64] float, outputs ``label`` (int64) and ``probabilities`` (a tensor, or with ``zipmap``
+    skl2onnx's default ZipMap: ``output_label`` and ``output_probability``, a sequence of maps)."""
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
+    # One BLAS thread: the fit is small, and spinning threads make it crawl on a busy machine.
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore")  # ConvergenceWarning: a short fit is enough here
+        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=200, random_state=0).fit(x_train, y_train)
+    options = None if zipmap else {id(clf): {"zipmap": False}}
+    path.write_bytes(to_onnx(clf, x_train[:1], options=options).SerializeToString())
+    return SklearnDigits(
+        path=path,
+        x_train=x_train,
+        y_train=y_train.astype(np.int64),
+        x_test=x_test,
+        y_test=y_test.astype(np.int64),
+        accuracy=float(clf.score(x_test, y_test)),
+    )

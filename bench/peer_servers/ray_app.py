@@ -1,5 +1,6 @@
 """Ray Serve's way: one deployment replica whose ``@serve.batch`` method runs the session over the requests that
-queued up together. ``python ray_app.py PORT`` starts Ray, Serve's HTTP proxy on PORT and the replica."""
+queued up together. ``python ray_app.py PORT`` starts Ray, Serve's HTTP proxy on PORT and the replica. No access
+log (KF writes none either)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class Graph:
 
 if __name__ == "__main__":
     ray.init(include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])})
-    serve.run(Graph.bind(), route_prefix="/predict")
+    quiet = {"enable_access_log": False}
+    serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[1])}, logging_config=quiet)
+    serve.run(Graph.bind(), route_prefix="/predict", logging_config=quiet)
     while True:
         time.sleep(3600)

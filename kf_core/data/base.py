@@ -1,8 +1,9 @@
-"""In-memory labelled image arrays, the one data shape the engine trains on.
+"""In-memory labelled input arrays, the one data shape the engine trains on.
 
-Every loader (dSprites, digits, npz files, image folders) returns an :class:`ArrayDataset`: images
-``(N, C, H, W)`` and one integer label array per label column (a dSprites factor, the
-digit class, ...). Tasks read label columns by name (see :mod:`kf_core.tasks`).
+Every loader (dSprites, digits, npz files, image folders, CSV/Parquet tables) returns an :class:`ArrayDataset`:
+inputs ``(N, *sample_shape)`` (vectors ``(N, D)``, images ``(N, C, H, W)``, any rank >= 2) and one integer label
+array per label column (a dSprites factor, the digit class, ...). Tasks read label columns by name (see
+:mod:`kf_core.tasks`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ __all__ = ["ArrayDataset", "Split", "split_dataset"]
 
 @dataclass
 class ArrayDataset:
-    """Images plus named integer label columns, all of the same length."""
+    """Inputs plus named integer label columns, all of the same length."""
 
-    x: np.ndarray  # (N, C, H, W): float32, or compact raw values (uint8/bool) mapped by scale/shift
+    # (N, *sample_shape), e.g. (N, D) or (N, C, H, W): float32, or compact raw values (uint8/bool) mapped by scale/shift
+    x: np.ndarray
     labels: dict[str, np.ndarray]  # label column -> int64 (N,), values in [0, len(classes[col]))
     classes: dict[str, list[str]]  # label column -> class names, index = label value
     name: str = "dataset"
@@ -29,8 +31,11 @@ class ArrayDataset:
     shift: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.x.ndim != 4:
-            raise DataError(f"{self.name}: images must be (N, C, H, W), got shape {tuple(self.x.shape)}")
+        if self.x.ndim < 2:
+            raise DataError(
+                f"{self.name}: inputs must be (N, *sample_shape), e.g. (N, D) vectors or (N, C, H, W) images; "
+                f"got shape {tuple(self.x.shape)}"
+            )
         if self.x.dtype not in (np.float32, np.uint8, np.bool_):
             self.x = self.x.astype(np.float32)
         n = len(self.x)
@@ -56,9 +61,9 @@ class ArrayDataset:
         return len(self.x)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x.shape[1:]
-        return int(c), int(h), int(w)
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: ``(D,)``, ``(C, H, W)``, ..."""
+        return tuple(int(s) for s in self.x.shape[1:])
 
     def images(self, index: np.ndarray | slice | None = None) -> np.ndarray:
         """Network-ready float32 images (all of them, or those at ``index``)."""

@@ -1,10 +1,13 @@
-"""Read and write labelled image datasets as ``.npz`` files, the format users bring their own data in.
+"""Read and write labelled datasets as ``.npz`` files, the format users bring their own data in.
 
 The format, in one ``np.savez`` archive:
 
-- ``x``: images ``(N, H, W)`` or ``(N, C, H, W)``. uint8 pixels are mapped to [-1, 1] (``/255`` then
-  ``(v - 0.5) / 0.5``, kept compact as uint8 with ``scale``/``shift``); float pixels are used as given.
-- one integer array ``(N,)`` per label column (task), named after it, values in ``[0, K)``;
+- ``x``: the inputs, ``(N, *sample_shape)`` of the shape the teacher takes: vectors ``(N, D)``, images
+  ``(N, C, H, W)``, any rank >= 2; ``(N, H, W)`` is read as one-channel images ``(N, 1, H, W)``. uint8 values are
+  mapped to [-1, 1] (``/255`` then ``(v - 0.5) / 0.5``, kept compact as uint8 with ``scale``/``shift``); floats
+  are used as given.
+- one integer array ``(N,)`` per label column, values in ``[0, K)``; a task reads the column named after the
+  teacher output it maps to (or its ``label``);
 - optionally ``classes_<column>``: a string array of the column's K class names (default "0".."K-1",
   with K = largest label + 1).
 
@@ -44,7 +47,7 @@ def load_npz(path: str | os.PathLike[str], *, labels: Sequence[str] | None = Non
         arrays = {name: _read(archive, name, path) for name in archive.files}
     name = path.stem
     if "x" not in arrays:
-        raise DataError(f"{path}: no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); store images as x")
+        raise DataError(f"{path}: no array named 'x' (found: {', '.join(sorted(arrays)) or 'none'}); store inputs as x")
     x, scale, shift = _images(arrays.pop("x"), path)
     names = {k[len(_CLASSES) :]: v for k, v in arrays.items() if k.startswith(_CLASSES)}
     columns = {k: v for k, v in arrays.items() if not k.startswith(_CLASSES)}
@@ -108,9 +111,12 @@ def _read(archive: np.lib.npyio.NpzFile, name: str, path: Path) -> np.ndarray:
 
 def _images(x: np.ndarray, path: Path) -> tuple[np.ndarray, float, float]:
     if x.ndim == 3:
-        x = x[:, None]  # (N, H, W): one channel
-    if x.ndim != 4:
-        raise DataError(f"{path}: x must be (N, H, W) or (N, C, H, W), got shape {tuple(x.shape)}")
+        x = x[:, None]  # (N, H, W): one-channel images
+    if x.ndim < 2:
+        raise DataError(
+            f"{path}: x must be (N, *sample_shape), e.g. (N, D) vectors or (N, C, H, W) images; "
+            f"got shape {tuple(x.shape)}"
+        )
     if x.dtype == np.uint8:
         return x, _UINT8_SCALE, _UINT8_SHIFT
     if np.issubdtype(x.dtype, np.floating):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from kf_core.data.base import ArrayDataset, Split, split_dataset
+from kf_core.data.breast_cancer import load_breast_cancer
 from kf_core.data.digits import load_digits
 from kf_core.data.dsprites import load_dsprites
 from kf_core.data.folder import load_image_folder
@@ -22,7 +23,7 @@ from kf_core.errors import ConfigError
 
 __all__ = ["SOURCES", "DataSpec", "load_dataset", "load_split"]
 
-SOURCES = ("dsprites", "digits", "npz", "folder")
+SOURCES = ("dsprites", "digits", "breast_cancer", "npz", "folder")
 _FILE_SOURCES = ("npz", "folder")
 
 
@@ -30,7 +31,7 @@ _FILE_SOURCES = ("npz", "folder")
 class DataSpec:
     """Where a dataset comes from, which samples of it, and how it is split."""
 
-    source: str  # one of SOURCES: "dsprites", "digits", "npz" or "folder"
+    source: str  # one of SOURCES: "dsprites", "digits", "breast_cancer", "npz" or "folder"
     path: str | None = None  # the .npz file or image folder; required for "npz" and "folder"
     samples: int | None = None  # a seeded random subset of this many samples; None = all of them
     seed: int = 42  # seed of the subset (ignored when samples is None)
@@ -89,6 +90,8 @@ def load_dataset(spec: DataSpec) -> ArrayDataset:
         ds = load_dsprites(samples=spec.samples, seed=spec.seed)
     elif spec.source == "digits":
         ds = load_digits(samples=spec.samples, seed=spec.seed)
+    elif spec.source == "breast_cancer":
+        ds = load_breast_cancer(samples=spec.samples, seed=spec.seed)
     else:
         assert spec.path is not None  # checked in DataSpec.__post_init__
         if spec.source == "npz":

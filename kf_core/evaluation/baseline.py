@@ -48,7 +48,7 @@ class BaselineRun:
     model: MultiHeadNet
     spec: NetSpec  # backbone architecture, width included
     feature_dim: int  # width of the shared representation the heads read
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     tasks: list[TaskSpec]
     parameters: int  # backbone + heads
     target_parameters: int  # the factor set's inference parameters it was matched to
@@ -65,15 +65,12 @@ def factor_parameters(model: FactorNet) -> int:
     return count_parameters(model.ckn) + count_parameters(model.tsn) + count_parameters(model.head)
 
 
-def _build(
-    spec: NetSpec, input_shape: tuple[int, int, int], feature_dim: int, heads: Mapping[str, int]
-) -> MultiHeadNet:
-    c, h, w = input_shape
-    return MultiHeadNet(spec.build(in_channels=c, input_size=(h, w), feature_dim=feature_dim), heads)
+def _build(spec: NetSpec, input_shape: tuple[int, ...], feature_dim: int, heads: Mapping[str, int]) -> MultiHeadNet:
+    return MultiHeadNet(spec.build(input_shape=input_shape, feature_dim=feature_dim), heads)
 
 
 def match_width(
-    ckn: NetSpec, *, target: int, input_shape: tuple[int, int, int], feature_dim: int, heads: Mapping[str, int]
+    ckn: NetSpec, *, target: int, input_shape: tuple[int, ...], feature_dim: int, heads: Mapping[str, int]
 ) -> tuple[NetSpec, int]:
     """The CKN architecture at the ``width`` whose parameter count (with heads) is closest to ``target``."""
 
@@ -230,7 +227,7 @@ def load_baseline(out_dir: str | Path, *, key: str) -> BaselineRun | None:
     try:
         spec = NetSpec.from_json(doc["backbone"])
         shape = tuple(int(v) for v in doc["input_shape"])
-        net = _build(spec, (shape[0], shape[1], shape[2]), int(doc["feature_dim"]), doc["heads"])
+        net = _build(spec, shape, int(doc["feature_dim"]), doc["heads"])
         net.load_state_dict(load_file(str(out / BASELINE_WEIGHTS)))
     except (OSError, SafetensorError, RuntimeError, KeyError, ValueError) as e:
         raise ModelFileError(f"{out} holds a baseline that cannot be loaded ({e}); delete the directory") from e
@@ -238,7 +235,7 @@ def load_baseline(out_dir: str | Path, *, key: str) -> BaselineRun | None:
         model=net.eval(),
         spec=spec,
         feature_dim=int(doc["feature_dim"]),
-        input_shape=(shape[0], shape[1], shape[2]),
+        input_shape=shape,
         tasks=[TaskSpec.from_json(t) for t in doc["tasks"]],
         parameters=int(doc["parameters"]),
         target_parameters=int(doc["target_parameters"]),

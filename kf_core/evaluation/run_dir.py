@@ -43,7 +43,7 @@ def _run_tasks(recipe: Recipe, report: Mapping[str, Any]) -> list[TaskSpec]:
     return [by_name.get(n) or TaskSpec(name=n, output=str(r["output"]), classes=None) for n, r in rows.items()]
 
 
-def load_run_model(run_dir: str | Path, *, input_shape: tuple[int, int, int]) -> tuple[FactorNet, list[TaskSpec]]:
+def load_run_model(run_dir: str | Path, *, input_shape: tuple[int, ...]) -> tuple[FactorNet, list[TaskSpec]]:
     """The trained factor network of a run directory, from its final ``checkpoint.pt``."""
     out = Path(run_dir)
     recipe = Recipe.from_json(read_json(out / "recipe.json"))

@@ -81,11 +81,10 @@ def teacher_feature_fn(teacher: Teacher) -> tuple[Callable[[torch.Tensor], dict[
     return logits, "concatenated logits (the teacher exposes no features)"
 
 
-def random_ckn(config: FactorConfig, input_shape: tuple[int, int, int], *, seed: int) -> Backbone:
+def random_ckn(config: FactorConfig, input_shape: tuple[int, ...], *, seed: int) -> Backbone:
     """The CKN architecture at its random initialisation (seeded), in eval mode."""
     torch.manual_seed(seed)
-    c, h, w = input_shape
-    return config.ckn.build(in_channels=c, input_size=(h, w), feature_dim=config.feature_dim).eval()
+    return config.ckn.build(input_shape=input_shape, feature_dim=config.feature_dim).eval()
 
 
 def fit_transfer_factors(
@@ -143,7 +142,7 @@ def _load(
     key: str,
     tasks: Sequence[TaskSpec],
     config: FactorConfig,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     output_sizes: Mapping[str, int],
 ) -> tuple[FactorNet, float] | None:
     from safetensors import SafetensorError

@@ -1,6 +1,8 @@
-"""A multilayer perceptron backbone for small images (scikit-learn digits, tabular-like inputs)."""
+"""A multilayer perceptron backbone for vectors (tabular features, embeddings) and small images (digits)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -44,13 +46,19 @@ def mlp(
     *,
     in_channels: int = 1,
     input_size: tuple[int, int] | None = None,
+    input_shape: tuple[int, ...] | None = None,
     feature_dim: int | None = None,
     width: float = 1.0,
     hidden: tuple[int, ...] = (256, 256, 128),
 ) -> MLP:
-    """MLP over flattened ``in_channels x H x W`` images; ``width`` scales every hidden layer."""
-    if input_size is None:
-        raise ConfigError("mlp needs input_size=(H, W) to know how many inputs it flattens")
-    h, w = input_size
+    """MLP over flattened inputs: ``in_channels x H x W`` images, or samples of any ``input_shape`` (``(D,)``
+    vectors); ``width`` scales every hidden layer."""
+    if input_shape is not None:
+        in_features = math.prod(int(s) for s in input_shape)
+        in_channels = int(input_shape[0]) if len(input_shape) > 1 else 1
+    elif input_size is not None:
+        in_features = in_channels * input_size[0] * input_size[1]
+    else:
+        raise ConfigError("mlp needs input_shape (or input_size=(H, W)) to know how many inputs it flattens")
     sizes = tuple(max(4, round(n * width)) for n in hidden)
-    return MLP(in_features=in_channels * h * w, in_channels=in_channels, hidden=sizes, feature_dim=feature_dim)
+    return MLP(in_features=in_features, in_channels=in_channels, hidden=sizes, feature_dim=feature_dim)

@@ -6,7 +6,8 @@ else a fresh one; it comes back in the response's ``X-Request-ID`` and in the lo
 their template (``/v2/models/{name}/infer``), so metrics and logs never grow one label per URL.
 
 The prediction routes are answered here, by :mod:`service.api.fastpath`, without the framework's layers; every
-other request goes on to FastAPI.
+other request goes on to FastAPI. OPTIONS, a method a path does not serve (405) and a body of the wrong media type
+(415) are answered here too, for every route alike (:mod:`service.api.paths`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
+
+from service.api.paths import PathTable, media_problem
 
 __all__ = ["HttpMetrics", "RequestMiddleware", "is_v2_path"]
 
@@ -59,12 +62,16 @@ class RequestMiddleware:
     """``fast``: a :class:`service.api.fastpath.FastPath` that serves its routes here, past the framework
     (``fast_path(app)`` builds it once the routes exist)."""
 
-    def __init__(self, app: Any, *, metrics: HttpMetrics, max_body: int, fast_path: Any = None) -> None:
+    def __init__(
+        self, app: Any, *, metrics: HttpMetrics, max_body: int, fast_path: Any = None, paths: Any = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
         self._fast_path = fast_path
         self._fast: Any = None
+        self._make_paths = paths  # () -> PathTable, built on the first request (the app's routes exist by then)
+        self._paths: PathTable | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -92,6 +99,12 @@ class RequestMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        refusal = self._refusal(scope, content_type, length)
+        if refusal is not None:
+            status, message, error, headers = refusal
+            await _reject(scope, send_with_id, message, status=status, error=error, headers=headers)
+            self.metrics.observe(scope.get("method", ""), "unmatched", status, time.perf_counter() - started)
+            return
         if not (content_type or b"").lower().startswith(b"multipart/"):
             # uploads stream to disk under their own limit, KF_MAX_UPLOAD_BYTES
             declared = int(length) if length is not None and length.isdigit() else None
@@ -128,6 +141,33 @@ class RequestMiddleware:
                 }
                 log.info("%s %s %d", method, route, status, extra={"fields": fields})
 
+    def _refusal(
+        self, scope: dict[str, Any], content_type: bytes | None, length: bytes | None
+    ) -> tuple[int, str, str, list[tuple[bytes, bytes]]] | None:
+        """(status, message, error name, headers) when the path and method alone answer the request: OPTIONS, a
+        method the path does not serve (405), a body of a media type the operation does not take (415)."""
+        if self._make_paths is None:
+            return None
+        if self._paths is None:
+            self._paths = self._make_paths()
+        path, method = scope["path"], scope["method"]
+        allowed = self._paths.allowed(path)
+        if allowed is None:
+            return None  # not a route of the API (docs, the console): FastAPI answers
+        allow = [(b"allow", ", ".join(allowed).encode())]
+        if method == "OPTIONS":
+            return 204, "", "", allow
+        if method not in allowed:
+            message = f"{path} does not take {method}; it takes {', '.join(allowed)}"
+            return 405, message, "MethodNotAllowed", allow
+        accepted = self._paths.media_types(method, path)
+        if content_type is None and length == b"0":
+            return None  # no body at all: the route says what is missing
+        problem = media_problem(accepted, content_type, v2=is_v2_path(path))
+        if problem is not None:
+            return 415, problem, "UnsupportedMediaError", []
+        return None
+
 
 def is_v2_path(path: str) -> bool:
     """A route of the Open Inference Protocol (``/v2``), whose errors have the shape ``{"error": "..."}``."""
@@ -151,12 +191,23 @@ def _limited(receive: Any, limit: int) -> Any:
     return wrapped
 
 
-async def _reject(scope: dict[str, Any], send: Any, message: str) -> None:
-    """A 413 before the body is read, in the error shape of the API the path belongs to."""
+async def _reject(
+    scope: dict[str, Any],
+    send: Any,
+    message: str,
+    *,
+    status: int = 413,
+    error: str = "PayloadTooLargeError",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """An answer before the body is read (413, 415, 405; OPTIONS: 204 without a body), in the error shape of the
+    API the path belongs to."""
     v2 = is_v2_path(scope.get("path", ""))
-    body = orjson.dumps({"error": message} if v2 else {"detail": message, "error": "PayloadTooLargeError"})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    body = b"" if status == 204 else orjson.dumps({"error": message} if v2 else {"detail": message, "error": error})
+    head = [*(headers or ()), (b"content-length", str(len(body)).encode())]
+    if body:
+        head.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": head})
     await send({"type": "http.response.body", "body": body})
 
 

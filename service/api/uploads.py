@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -192,5 +193,16 @@ async def receive_upload(
     try:
         spec = parse_spec(spec_model, upload.fields)
         return await run_in_threadpool(register, upload, spec)
+    except Exception as e:
+        _hide_path(e, upload.file.path, upload.filename)
+        raise
     finally:
         upload.file.abort()  # no-op once committed
+
+
+def _hide_path(exc: BaseException, path: Path, filename: str) -> None:
+    """Name the upload by its client-side file name in ``exc``'s message, never by the server's temp path:
+    validators (kf_core's loaders) say which file they could not read by its path."""
+    shown = f"the uploaded file {filename!r}"
+    for where in sorted({str(path.resolve()), str(path)}, key=len, reverse=True):
+        exc.args = tuple(a.replace(where, shown) if isinstance(a, str) else a for a in exc.args)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.catalog.db import utcnow
+from service.catalog.db import savepoint, utcnow
 from service.catalog.models import FactorSet, FactorSetAlias
 from service.errors import InvalidInputError, NotFoundError
 
@@ -61,7 +61,7 @@ def set_alias(*, session: Session, name: str, alias: str, version: int) -> Facto
     if row is None:
         row = FactorSetAlias(name=name, alias=alias, factor_set_id=target.id)
         try:
-            with session.begin_nested():  # a concurrent PUT of the same alias: the later one moves it below
+            with savepoint(session):  # a concurrent PUT of the same alias: the later one moves it below
                 session.add(row)
             session.refresh(target, ["aliases"])
             return row

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,8 @@ from service.config import Settings
 from service.errors import ArtifactCorruptError, ArtifactMissingError, PayloadTooLargeError
 
 __all__ = ["ArtifactStore", "ArtifactWriter", "StoredFile", "open_store"]
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
@@ -252,7 +255,7 @@ class ArtifactStore:
         try:
             return self._open_checked(path, sha256, size, str(path))
         except FileNotFoundError:
-            raise ArtifactMissingError(f"artifact {sha256} is missing from the store ({path})") from None
+            raise _missing(sha256, path) from None
 
     def _open_checked(self, path: Path, sha256: str, size: int | None, where: str) -> IO[bytes]:
         f = path.open("rb")
@@ -289,8 +292,9 @@ class ArtifactStore:
 
     def _check(self, sha256: str, got: str, size: int | None, n: int, where: str) -> None:
         if got != sha256 or (size is not None and n != size):
+            log.error("artifact %s is corrupt: %s (%d bytes) hashes to %s", sha256, where, n, got)  # where: logs only
             raise ArtifactCorruptError(
-                f"artifact {sha256} is corrupt: {where} ({n} bytes) hashes to {got}; it will not be "
+                f"artifact {sha256} is corrupt: the stored copy ({n} bytes) hashes to {got}; it will not be "
                 "served. Restore it from a backup or re-create it (re-upload the file or re-run the job)"
             )
 
@@ -343,8 +347,17 @@ def _hash_file(path: Path, sha256: str) -> tuple[str, int]:
                 h.update(chunk)
                 n += len(chunk)
     except FileNotFoundError:
-        raise ArtifactMissingError(f"artifact {sha256} is missing from the store ({path})") from None
+        raise _missing(sha256, path) from None
     return h.hexdigest(), n
+
+
+def _missing(sha256: str, path: Path) -> ArtifactMissingError:
+    """The error for a file the store should hold; where it was looked for goes to the log, never to a client."""
+    log.error("artifact %s is missing from the store: no file %s", sha256, path)
+    return ArtifactMissingError(
+        f"artifact {sha256} is missing from the artifact store; restore it from a backup or re-create it "
+        "(re-upload the file or re-run the job)"
+    )
 
 
 def _iter_open(f: IO[bytes]) -> Iterator[bytes]:

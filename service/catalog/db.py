@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.config import Settings
 
-__all__ = ["db_now", "make_engine", "make_sessionmaker", "reachable", "session_scope", "utcnow"]
+__all__ = ["db_now", "make_engine", "make_sessionmaker", "reachable", "savepoint", "session_scope", "utcnow"]
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -60,6 +60,18 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """``session.begin_nested()`` that stays inside the session's transaction on SQLite too: Python's sqlite3
+    emits BEGIN only before a write, so a SAVEPOINT after mere reads would open a transaction of its own, and its
+    RELEASE would commit whatever it holds even if the session's transaction later rolls back."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        connection.exec_driver_sql("BEGIN")
+    with session.begin_nested():
+        yield
 
 
 def utcnow() -> dt.datetime:

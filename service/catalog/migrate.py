@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from service.catalog.db import make_engine
 from service.config import Settings
+from service.errors import CatalogNotMigratedError
 
 __all__ = ["alembic_config", "check_schema", "current_revision", "head_revision", "upgrade"]
 
@@ -59,10 +60,11 @@ def upgrade(settings: Settings, revision: str = "head") -> str:
 
 
 def check_schema(engine: Engine) -> None:
-    """Raise ``RuntimeError`` unless the catalog is at the code's head revision."""
+    """Raise :class:`CatalogNotMigratedError` unless the catalog is at the code's head revision."""
     current, head = current_revision(engine), head_revision()
     if current != head:
-        raise RuntimeError(
-            f"the catalog at {engine.url.render_as_string(hide_password=True)} is at revision {current or 'none'}, "
-            f"the code needs {head}: run `kf db upgrade` (same KF_DATABASE_URL) first"
+        where = engine.url.render_as_string(hide_password=True)
+        state = "is not migrated" if current is None else f"is at revision {current}"
+        raise CatalogNotMigratedError(
+            f"the catalog at {where} {state}, the code needs {head}: run `kf db upgrade` (same KF_DATABASE_URL) first"
         )

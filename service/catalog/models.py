@@ -125,7 +125,7 @@ class Teacher(Base):
     format: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     artifact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
-    input_shape: Mapped[list[Any]] = mapped_column()  # (C, H, W); -1 where the graph leaves a dim free
+    input_shape: Mapped[list[Any]] = mapped_column()  # one sample: (D,), (C, H, W), ...; -1 where a dim is free
     outputs: Mapped[dict[str, Any]] = mapped_column()  # logical output name -> graph output name / index
     output_sizes: Mapped[dict[str, Any]] = mapped_column()  # logical output name -> number of classes
     features: Mapped[list[Any]] = mapped_column()  # graph outputs used as stage features (InfoMax)
@@ -148,13 +148,16 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     source: Mapped[str] = mapped_column(String(16))
     artifact_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
-    input_shape: Mapped[list[Any]] = mapped_column()  # (C, H, W) of one sample
+    input_shape: Mapped[list[Any]] = mapped_column()  # one sample: (D,), (C, H, W), ...
     classes: Mapped[dict[str, Any]] = mapped_column()  # label column -> class names
     num_samples: Mapped[int] = mapped_column(Integer)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     artifact: Mapped[Artifact | None] = relationship(lazy="joined")
+
+
+EXTEND_KEY = "extend"  # the recipe entry of an extension job: it names the factor set whose CKN the job reads
 
 
 class Job(Base):
@@ -220,7 +223,7 @@ class FactorSet(Base):
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("job.id", ondelete="RESTRICT"), unique=True)
     config: Mapped[dict[str, Any]] = mapped_column()  # the recipe that produced it
     metrics: Mapped[dict[str, Any]] = mapped_column()  # kf_core's factorization report
-    input_spec: Mapped[dict[str, Any]] = mapped_column()  # {"name": "x", "shape": [None, C, H, W], "dtype": ...}
+    input_spec: Mapped[dict[str, Any]] = mapped_column()  # {"name": "x", "shape": [None, *sample shape], ...}
     ckn_artifact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
     manifest_artifact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)
     report_artifact_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("artifact.id", ondelete="RESTRICT"), index=True)

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.catalog.artifacts import StoredFile
-from service.catalog.db import utcnow
+from service.catalog.db import savepoint, utcnow
 from service.catalog.leases import lock_job
 from service.catalog.models import (
     Artifact,
@@ -60,6 +60,7 @@ _Row = TypeVar("_Row", bound=Base)
 BUILTIN_DATASETS: dict[str, dict[str, Any]] = {
     "dsprites": {"input_shape": [1, 64, 64], "num_samples": 737_280},
     "digits": {"input_shape": [1, 8, 8], "num_samples": 1_797},
+    "breast_cancer": {"input_shape": [30], "num_samples": 569},  # vectors: the tabular recipe's data
 }
 
 
@@ -70,7 +71,7 @@ def record_artifact(*, session: Session, stored: StoredFile, media_type: str) ->
         return found
     row = Artifact(sha256=stored.sha256, size_bytes=stored.size, media_type=media_type, path=stored.path)
     try:
-        with session.begin_nested():  # another process may record the same content at the same moment
+        with savepoint(session):  # another process may record the same content at the same moment
             session.add(row)
     except IntegrityError:
         found = session.scalar(select(Artifact).where(Artifact.sha256 == stored.sha256))
@@ -136,7 +137,7 @@ def ensure_builtin_dataset(*, session: Session, name: str, classes: dict[str, li
         description=f"built-in {name} generator",
     )
     try:
-        with session.begin_nested():
+        with savepoint(session):
             session.add(row)
     except IntegrityError:
         found = session.scalar(select(Dataset).where(Dataset.name == name))
@@ -310,7 +311,7 @@ def record_assembly(
         factor_set_id=factor_set_id, tasks=list(tasks), tasks_key=tasks_key, combined=combined, graph_artifact=artifact
     )
     try:
-        with session.begin_nested():  # another replica may record the same assembly at the same moment
+        with savepoint(session):  # another replica may record the same assembly at the same moment
             session.add(row)
     except IntegrityError:
         found = find_assembly(session=session, factor_set_id=factor_set_id, tasks_key=tasks_key, combined=combined)
@@ -335,7 +336,7 @@ def _page(session: Session, query: Any, model: Any, offset: int, limit: int) -> 
 
 def _insert_named(session: Session, row: _Row, kind: str) -> _Row:
     try:
-        with session.begin_nested():  # a concurrent upload under the same name loses here, cleanly
+        with savepoint(session):  # a concurrent upload under the same name loses here, cleanly
             session.add(row)
     except IntegrityError:
         raise ConflictError(

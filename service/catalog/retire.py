@@ -1,6 +1,6 @@
 """Retiring catalog rows: a factor set version, a teacher, a dataset. Refused while something depends on them.
 
-    ids = delete_factor_set(session=s, ref="dsprites:1")   # refused while an alias points at it
+    ids = delete_factor_set(session=s, ref="dsprites:1")   # refused while an alias or an extension job uses it
     ids = delete_teacher(session=s, teacher_id=...)        # refused while factor sets or active jobs use it
 
 Each function deletes rows only and returns the ids of the artifacts those rows referenced: the caller commits,
@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.catalog import queries as catalog
-from service.catalog.models import Assembly, FactorSet, FactorSetAlias, Job, JobStatus
+from service.catalog.models import EXTEND_KEY, Assembly, FactorSet, FactorSetAlias, Job, JobStatus
 from service.errors import ConflictError, InvalidInputError
 
 __all__ = ["delete_dataset", "delete_factor_set", "delete_teacher"]
@@ -38,6 +38,12 @@ def delete_factor_set(*, session: Session, ref: str) -> tuple[FactorSet, set[uui
         names = ", ".join(f"{fs.name}@{a}" for a in aliases)
         raise ConflictError(
             f"factor set {fs.name}:{fs.version} is the target of alias(es) {names}; move or delete them first"
+        )
+    readers = _extension_jobs(session, fs.id)
+    if readers:
+        raise ConflictError(
+            f"factor set {fs.name}:{fs.version} is being extended by queued or running job(s) {_first(readers)}, "
+            "which read its CKN and parts; wait for them to finish or cancel them first"
         )
     freed = {fs.ckn_artifact_id, fs.manifest_artifact_id, fs.report_artifact_id}
     freed |= {f.artifact_id for f in fs.factors}
@@ -85,6 +91,13 @@ def _refuse_if_used(session: Session, kind: str, name: str, fs_filter: object, j
             f"{kind} {name!r} is used by queued or running job(s) {_first(str(j) for j in active)}; "
             "wait for them to finish or cancel them first"
         )
+
+
+def _extension_jobs(session: Session, factor_set_id: uuid.UUID) -> list[str]:
+    """Ids of the queued or running extension jobs whose base is ``factor_set_id`` (they read its files)."""
+    active = session.execute(select(Job.id, Job.recipe).where(Job.status.in_(_ACTIVE)).order_by(Job.created_at))
+    base = str(factor_set_id)
+    return [str(j) for j, recipe in active if str(((recipe or {}).get(EXTEND_KEY) or {}).get("factor_set_id")) == base]
 
 
 def _delete_finished_jobs(session: Session, job_filter: object) -> set[uuid.UUID]:

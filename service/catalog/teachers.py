@@ -107,31 +107,21 @@ def open_teacher(
     input_shape: list[int] | None,
     class_names: dict[str, list[str]],
 ) -> KfTeacher:
-    """Load a teacher file with kf_core, the same way for validation and for jobs."""
-    from kf_core import OnnxTeacher, TorchScriptTeacher
+    """Load a teacher file with kf_core's :func:`~kf_core.load_teacher`, the same way for validation and jobs."""
+    from kf_core import load_teacher
 
-    if format == "onnx":
-        if features is None:
-            import onnx
-
-            graph_outputs = onnx.load_model(str(path), load_external_data=False).graph.output
-            features = [o.name for o in graph_outputs if o.name.startswith("feat_")]
-        teacher: KfTeacher = OnnxTeacher(
-            path,
-            outputs={k: str(v) for k, v in outputs.items()} if outputs is not None else None,
-            features=[str(f) for f in features],
-            class_names=class_names,
-        )
-        if input_shape is not None:
-            teacher.check_input(input_shape)
-        return teacher
-    if input_shape is None or not outputs:
+    if format == "torchscript" and (input_shape is None or not outputs):
         raise InvalidInputError(
-            "a TorchScript teacher needs 'input_shape' ([C, H, W]) and 'outputs' ({name: dict key or tuple index}) "
-            "in its spec: TorchScript files do not record them"
+            "a TorchScript teacher needs 'input_shape' (one sample's shape: [D] for vectors, [C, H, W] for images) "
+            "and 'outputs' ({name: dict key or tuple index}) in its spec: TorchScript files do not record them"
         )
-    return TorchScriptTeacher(
-        path, input_shape=input_shape, outputs=outputs, features=features or (), class_names=class_names
+    return load_teacher(
+        path,
+        format=format,
+        outputs=outputs,
+        features=features,
+        input_shape=input_shape,
+        class_names=class_names,
     )
 
 

@@ -22,7 +22,7 @@ import httpx
 
 from service.config import Settings
 
-__all__ = ["run_service_demo"]
+__all__ = ["job_bar", "job_request", "run_service_demo"]
 
 FACTOR_SET = "dsprites-demo"
 CONSOLE_URL = "http://127.0.0.1:8000/ui/"  # where `kf serve` (default host and port) serves the console
@@ -38,7 +38,7 @@ def run_service_demo(
     seed: int | None = None,
     show: int = 4,
 ) -> dict[str, Any]:
-    from kf_core import ProgressBar, demo_recipe, run_teacher_fit
+    from kf_core import ProgressBar, demo_recipe, run_teacher_fit, varied_samples
     from service.catalog.migrate import upgrade
 
     started = time.perf_counter()
@@ -61,13 +61,7 @@ def run_service_demo(
         spec = {"name": f"demo-teacher-{stamp}", "class_names": {k: list(v) for k, v in test.classes.items()}}
         teacher = _ok(api.post("/v1/teachers", files={"file": ("teacher.onnx", onnx)}, data={"spec": json.dumps(spec)}))
         print(f"3/5 factorizing it as a job (POST /v1/jobs), {recipe.train.epochs} epochs")
-        overrides = {"epochs": recipe.train.epochs, "samples": recipe.data.samples, "seed": recipe.train.seed}
-        job = _ok(
-            api.post(
-                "/v1/jobs",
-                json={"teacher_id": teacher["id"], "dataset": "dsprites", "name": FACTOR_SET, "overrides": overrides},
-            )
-        )
+        job = _ok(api.post("/v1/jobs", json=job_request(recipe, teacher["id"])))
         job = _follow(api, job["id"])
         fs = _ok(api.get(f"/v1/factor-sets/{job['factor_set_id']}"))
         ref = f"{fs['name']}:{fs['version']}"
@@ -85,14 +79,15 @@ def run_service_demo(
                 f"{a['cache']}, built in {a['build_ms']:.0f} ms on {a['provider']}"
             )
 
-        print(f"5/5 predicting {show} test images with each assembly (POST /v1/predict)")
-        x = test.images(slice(0, show))
+        picks = varied_samples(test.labels, show)
+        print(f"5/5 predicting {len(picks)} varied test images with each assembly (POST /v1/predict)")
+        x = test.images(picks)
         for subset in _SUBSETS:
             pred = _ok(api.post("/v1/predict", json={"factor_set": ref, "tasks": subset, "inputs": x.tolist()}))
             print(f"    {'+'.join(subset)}:")
             for task in subset:
                 classes = test.classes.get(task) or []
-                truth = [classes[int(c)] if classes else str(int(c)) for c in test.labels[task][:show]]
+                truth = [classes[int(c)] if classes else str(int(c)) for c in test.labels[task][picks]]
                 got = pred["predictions"][task]["class_names"]
                 conf = [f"{max(p):.2f}" for p in pred["predictions"][task]["probabilities"]]
                 acc = 100 * accuracy[task]["factor_accuracy"]
@@ -101,6 +96,12 @@ def run_service_demo(
     print(f"done in {wall:.0f} s. `kf serve` serves {FACTOR_SET} from the same catalog (README: Predictions)")
     print(f"web console: run `kf serve`, then open {CONSOLE_URL} (jobs, factor sets and a playground for {FACTOR_SET})")
     return {"factor_set": fs, "wall_seconds": wall}
+
+
+def job_request(recipe: Any, teacher_id: str) -> dict[str, Any]:
+    """The ``POST /v1/jobs`` body of the demo: the whole demo recipe, so the job trains on exactly the budget,
+    data and settings ``demo_recipe`` chose (the server's dsprites recipe would train a larger run)."""
+    return {"teacher_id": teacher_id, "dataset": "dsprites", "name": FACTOR_SET, "recipe": recipe.to_json()}
 
 
 def _test_split(recipe: Any) -> Any:
@@ -127,8 +128,8 @@ def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
         if job["steps_total"] and bar is None:
             bar = tqdm(total=job["steps_total"], desc="factorize (job)")
         if bar is not None:
-            bar.n = job["step"]
-            bar.set_postfix(stage=job["stage"], epoch=f"{job['epoch']}/{job['epochs']}", refresh=False)
+            bar.n, epoch = job_bar(job)
+            bar.set_postfix(stage=job["stage"], epoch=epoch, refresh=False)
             bar.refresh()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             if bar is not None:
@@ -137,6 +138,16 @@ def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
                 raise RuntimeError(f"the factorization job {job['status']}: {job['error']}")
             return job
         time.sleep(0.5)
+
+
+def job_bar(job: dict[str, Any]) -> tuple[int, str]:
+    """``(steps done, epoch text)`` of the job's progress bar; both come from the step, so they always agree."""
+    from kf_core import epoch_text  # kf_core (torch) loads when the demo runs, so `kf --help` stays fast
+
+    total, epochs = int(job["steps_total"] or 0), int(job["epochs"] or 0)
+    # A succeeded job did every step, even when its last progress write (throttled) came before the last one.
+    step = total if job["status"] == "succeeded" else int(job["step"] or 0)
+    return step, epoch_text(step, total // max(1, epochs), epochs)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ def _shape(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in csv_list(value))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected C,H,W integers, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (D or C,H,W), got {value!r}") from None
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -69,7 +69,9 @@ def add_engine_commands(sub: Any) -> None:
     fac.add_argument("--tasks", type=csv_list, help="comma-separated subset of the recipe's tasks")
     fac.add_argument("--outputs", type=_mapping, help="ONNX/TorchScript teacher: name=graph_output,...")
     fac.add_argument("--features", type=csv_list, help="ONNX/TorchScript teacher: outputs to use as stage features")
-    fac.add_argument("--input-shape", type=_shape, help="TorchScript teacher: C,H,W of one input")
+    fac.add_argument(
+        "--input-shape", type=_shape, help="TorchScript teacher: one input's shape, D for vectors or C,H,W for images"
+    )
     fac.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
     fac.add_argument(
         "--nproc",
@@ -94,7 +96,12 @@ def add_engine_commands(sub: Any) -> None:
 
     pred = sub.add_parser("predict", help="run an assembled graph on a .npy batch")
     pred.add_argument("model", type=Path, help="an assembled .onnx graph")
-    pred.add_argument("--input", type=Path, required=True, help=".npy array of shape (N, C, H, W), float32")
+    pred.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        help=".npy float32 array of shape (N, *input shape): (N, D) or (N, C, H, W)",
+    )
     pred.add_argument("--logits", action="store_true", help="also print raw logits")
     pred.set_defaults(handler=_cmd_predict)
 

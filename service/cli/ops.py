@@ -94,12 +94,17 @@ def _bind_problem(host: str, settings: Any) -> str | None:
     """Why the server must not listen on ``host``: open access (no API keys) beyond this machine."""
     from service.catalog.db import make_engine, make_sessionmaker
     from service.catalog.keys import has_active_keys
+    from service.catalog.migrate import check_schema
+    from service.errors import CatalogNotMigratedError
 
     engine = make_engine(settings)
     try:
+        check_schema(engine)  # an unmigrated catalog: say `kf db upgrade` now, not in a traceback from uvicorn
         with make_sessionmaker(engine)() as session:
             keys = has_active_keys(session=session)
-    except Exception as exc:  # an unmigrated or unreachable catalog: the app's own start-up check explains it
+    except CatalogNotMigratedError:
+        raise
+    except Exception as exc:  # an unreachable catalog: the app's own start-up check explains it
         print(f"kf serve: note: could not read API keys ({type(exc).__name__}); the API will say why it cannot start")
         return None
     finally:
@@ -156,10 +161,12 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _session() -> Iterator[Any]:
     from service.catalog.db import make_engine, make_sessionmaker
+    from service.catalog.migrate import check_schema
     from service.config import get_settings
 
     engine = make_engine(get_settings())
     try:
+        check_schema(engine)  # "run kf db upgrade", not "no such table" from the first query
         with make_sessionmaker(engine)() as session:
             yield session
     finally:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
-from service.catalog.db import utcnow
+from service.catalog.db import savepoint, utcnow
 from service.catalog.models import Artifact, Dataset, Factor, FactorSet, Job, JobStatus, Teacher
 from service.errors import ConflictError, InvalidInputError
 from service.jobs.submit import _referenced
@@ -247,7 +247,7 @@ def _new_version(
         ],
     )
     try:
-        with session.begin_nested():
+        with savepoint(session):
             session.add(row)
     except IntegrityError:  # a concurrent registration took the version number
         raise ConflictError(f"factor set {job.factor_set_name} got a new version meanwhile; try again") from None

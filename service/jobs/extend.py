@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
-from service.catalog.models import Dataset, FactorSet, Job
+from service.catalog.models import EXTEND_KEY, Dataset, FactorSet, Job
 from service.config import Settings
 from service.errors import InvalidInputError
 from service.jobs.spec import _check_fit, _data_json, _tasks
@@ -30,8 +30,6 @@ if TYPE_CHECKING:  # the runners import the job run, which imports this module
     from service.jobs.runners import Runner
 
 __all__ = ["EXTEND_KEY", "fetch_base_parts", "submit_extension"]
-
-EXTEND_KEY = "extend"  # the recipe entry that makes a job an extension of the factor set it names
 
 
 def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:
@@ -73,7 +71,7 @@ def _dataset(session: Session, body: FactorSetExtend, base: FactorSet) -> Datase
 
 
 def _recipe(base: FactorSet, body: FactorSetExtend, teacher: Any, dataset: Dataset) -> dict[str, Any]:
-    from kf_core import DataSpec, Recipe, TrainConfig
+    from kf_core import DataSpec, Recipe, TrainConfig, check_input_shape
     from kf_core.errors import KfError
 
     if not base.config or "factor" not in base.config:
@@ -84,12 +82,12 @@ def _recipe(base: FactorSet, body: FactorSetExtend, teacher: Any, dataset: Datas
         recipe = Recipe.from_json(base.config)
     except KfError as e:
         raise InvalidInputError(f"factor set {base.name}:{base.version} has an unreadable recipe: {e}") from None
-    want = [int(v) for v in base.input_spec["shape"][1:]]
-    if [int(v) for v in dataset.input_shape] != want:
-        raise InvalidInputError(
-            f"dataset {dataset.name!r} has inputs (C, H, W) = {list(dataset.input_shape)} but factor set "
-            f"{base.name}:{base.version} takes {want}; pick data of the factor set's input size"
-        )
+    check_input_shape(
+        base.input_spec["shape"][1:],
+        dataset.input_shape,
+        what=f"factor set {base.name}:{base.version}",
+        data=f"dataset {dataset.name!r}",
+    )
     _check_fit(teacher, dataset)  # so the teacher's input matches the factor set's too
     ov = body.overrides
     if ov.factor and set(ov.factor) - {"tsn"}:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kf_core import Callback, TrainState
@@ -23,6 +24,7 @@ from service.catalog.db import session_scope
 from service.catalog.leases import Lease, touch_run
 from service.catalog.models import Artifact, Job
 from service.errors import LeaseLostError
+from service.jobs.register import delete_quietly
 
 __all__ = ["CancelFlag", "JobProgress", "RunContext", "RunSignals"]
 
@@ -101,22 +103,38 @@ class JobProgress(Callback):
     def on_checkpoint(self, state: TrainState, path: Path) -> None:
         """Store the checkpoint, point the job at it, and delete the one it replaces."""
         stored = self.run.store.put_file(path)
-        with session_scope(self.run.factory) as session:
-            job = session.get(Job, self.lease.job_id)
-            previous = job.checkpoint_artifact_id if job is not None else None
-            artifact = catalog.record_artifact(session=session, stored=stored, media_type=CHECKPOINT)
-            session.flush()
-            touch_run(
-                session=session,
-                lease=self.lease,
-                checkpoint_artifact_id=artifact.id,
-                checkpoint_step=state.global_step,
-            )
-            old = session.get(Artifact, previous) if previous not in (None, artifact.id) else None
-            if old is not None:
-                session.delete(old)
+        try:
+            with session_scope(self.run.factory) as session:
+                job = session.get(Job, self.lease.job_id)
+                previous = job.checkpoint_artifact_id if job is not None else None
+                artifact = catalog.record_artifact(session=session, stored=stored, media_type=CHECKPOINT)
+                session.flush()
+                touch_run(
+                    session=session,
+                    lease=self.lease,
+                    checkpoint_artifact_id=artifact.id,
+                    checkpoint_step=state.global_step,
+                )
+                old = session.get(Artifact, previous) if previous not in (None, artifact.id) else None
+                if old is not None:
+                    session.delete(old)
+        except BaseException:  # the row was not written (a lost lease, an interrupt): the file is not kept
+            self._forget(stored.sha256)
+            raise
         if old is not None:
             self.run.store.delete(old.sha256)
+
+    def _forget(self, sha256: str) -> None:
+        """Delete a stored checkpoint whose row was never written, unless a row holds the same content after all;
+        when the catalog cannot say, the collector (``kf gc``) deletes the file once past its grace period."""
+        try:
+            with self.run.factory() as session:
+                recorded = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256)) is not None
+        except Exception:
+            log.warning("job %s: could not check its unrecorded checkpoint %s", self.lease.job_id, sha256)
+            return
+        if not recorded:
+            delete_quietly(self.run.store, sha256, what=f"job {self.lease.job_id}'s unrecorded checkpoint")
 
     def _check(self, state: TrainState) -> None:
         if self.run.signals.lost.is_set():

@@ -2,8 +2,9 @@
 
 Order matters. First every file (parts, manifest, report) is copied into the artifact store and re-read from
 there; each part's hash must equal the hash kf_core's exporter wrote into the manifest. Only then one
-transaction, fenced by the run's lease, marks the job succeeded and inserts the factor set, its factors and
-their artifact rows. A cancel, a lost lease or a crash before that commit leaves nothing registered (at most
+transaction, fenced by the run's lease, marks the job succeeded, inserts the factor set, its factors and
+their artifact rows, and deletes the job's checkpoint row (a succeeded job is never resumed; its file goes after
+the commit). A cancel, a lost lease or a crash before that commit leaves nothing registered (at most
 unreferenced content-addressed files); ``factor_set.job_id`` being unique makes a second registration
 impossible even for a zombie run. The garbage collector (:mod:`service.catalog.gc`) may run at any time: a
 registration re-checks, inside its transaction, that every file it registers is still in the store.
@@ -24,10 +25,10 @@ from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore, StoredFile
 from service.catalog.db import session_scope
 from service.catalog.leases import Lease, finish_run, lock_job
-from service.catalog.models import Factor, FactorSet, JobStatus
+from service.catalog.models import Artifact, Factor, FactorSet, Job, JobStatus
 from service.errors import ArtifactCorruptError, LeaseLostError
 
-__all__ = ["register_factor_set"]
+__all__ = ["delete_quietly", "register_factor_set"]
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,46 @@ def register_factor_set(
         try:
             with session_scope(factory) as session:
                 factor_set = _insert(session, lease, manifest, report, ckn, tasks, manifest_file, report_file)
+                checkpoint = _drop_checkpoint(session, lease)
                 # The collector may have deleted an unreferenced artifact with the same content between our upload
                 # and the rows above; now that this transaction holds the rows, put back any file that went.
                 for sha, path in sources.items():
                     if not store.exists(sha):
                         log.info("artifact %s was collected during registration; storing it again", sha)
                         _store_verified(store, path, sha)
-                return factor_set
+            if checkpoint is not None:  # its row went with the commit; the file is unreferenced now
+                delete_quietly(store, checkpoint, what=f"job {lease.job_id}'s checkpoint")
+            return factor_set
         except IntegrityError as e:
             message = str(e.orig).lower()
             if ("version" not in message and "foreign key" not in message) or attempt == 2:
                 raise
             log.info("registration raced with another registration or the collector; retrying")
     raise AssertionError("unreachable")
+
+
+def _drop_checkpoint(session: Session, lease: Lease) -> str | None:
+    """Delete the job's checkpoint row in the transaction that marks it succeeded (a succeeded job is never
+    resumed); its sha256, whose file the caller deletes once that commits."""
+    job = session.get(Job, lease.job_id)
+    if job is None or job.checkpoint_artifact_id is None:
+        return None
+    artifact = session.get(Artifact, job.checkpoint_artifact_id)
+    job.checkpoint_artifact_id = None
+    session.flush()  # the job lets go of the row before the row goes
+    if artifact is None:
+        return None
+    session.delete(artifact)
+    return artifact.sha256
+
+
+def delete_quietly(store: ArtifactStore, sha256: str, *, what: str) -> None:
+    """Delete an unreferenced file; a failure leaves it to the collector (``kf gc``), which finds files without a
+    row once they are older than its grace period."""
+    try:
+        store.delete(sha256)
+    except Exception:
+        log.warning("could not delete %s (%s); kf gc will", what, sha256, exc_info=True)
 
 
 def _store_verified(store: ArtifactStore, path: Path, expected: str | None) -> StoredFile:

@@ -32,7 +32,7 @@ _lock = threading.Lock()
 def factor_set_samples(
     *, fs: FactorSet, store: ArtifactStore, work_dir: Path, offset: int, limit: int
 ) -> dict[str, Any]:
-    """Samples ``offset .. offset+limit`` of ``fs``'s test split: inputs (N, C, H, W) as nested lists, the range of
+    """Samples ``offset .. offset+limit`` of ``fs``'s test split: inputs (N, *input shape) as nested lists, the range of
     the split's values (to map drawings onto), and per task the class index of each sample (None where a
     class-subset task does not cover the sample's class)."""
     test, (lo, hi) = _test_split(fs, store, work_dir)

@@ -143,22 +143,20 @@ def _tasks(job_in: JobCreate, recipe_tasks: tuple[Any, ...], teacher: Teacher, d
 
 
 def _check_fit(teacher: Teacher, dataset: Dataset) -> None:
-    want, got = list(teacher.input_shape), list(dataset.input_shape)
-    if len(want) != len(got) or any(w > 0 and w != g for w, g in zip(want, got, strict=True)):
-        raise InvalidInputError(
-            f"teacher {teacher.name!r} takes inputs of shape (C, H, W) = {want} but dataset {dataset.name!r} has "
-            f"{got}; pick a dataset of the teacher's input size"
-        )
+    from kf_core import check_input_shape
+
+    check_input_shape(
+        teacher.input_shape, dataset.input_shape, what=f"teacher {teacher.name!r}", data=f"dataset {dataset.name!r}"
+    )
 
 
 def _check_nets(config: Any, dataset: Dataset) -> None:
     """Build the CKN and one TSN once: an unknown architecture or a bad keyword fails now, not in the worker."""
     from kf_core.errors import KfError
 
-    c, h, w = (int(v) for v in dataset.input_shape)
     for role, spec in (("ckn", config.ckn), ("tsn", config.tsn)):
         try:
-            spec.build(in_channels=c, input_size=(h, w), feature_dim=config.feature_dim)
+            spec.build(input_shape=[int(v) for v in dataset.input_shape], feature_dim=config.feature_dim)
         except KfError:
             raise
         except (TypeError, ValueError, RuntimeError) as e:

@@ -62,7 +62,7 @@ class Entry:
     source: str  # "composed" (built here) or "stored" (loaded from the artifact store)
     session: Any
     input_name: str
-    input_shape: list[int | None]  # [None, C, H, W]
+    input_shape: list[int | None]  # [None, *one sample's shape]
     outputs: list[OutputInfo]
     batcher: MicroBatcher | None = None
     build_ms: float = 0.0

@@ -35,6 +35,7 @@ __all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_
 
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
 _WINDOW = 256  # requests per look at which subset dominates
+_TASK_THREADS = 1  # intra-op threads of each task part (see ResidentSet.load)
 _DOMINANT = 0.8  # share of a window's requests that makes a subset worth a fused session of its own
 
 
@@ -54,13 +55,17 @@ class Route:
     tasks: tuple[str, ...]  # in the factor set's order
     combined: bool
     input_name: str
-    input_shape: list[int | None]  # [None, C, H, W]
+    input_shape: list[int | None]  # [None, *one sample's shape]
     outputs: list[OutputInfo]
     provider: str
     assembly_id: None = None  # served from the parts: no fused graph is involved
+    _heads: list[tuple[str, OutputInfo, OutputInfo]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_heads", group_heads(self.outputs))  # once per route, not per request
 
     def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
-        return group_heads(self.outputs)
+        return self._heads
 
 
 Span = tuple[int, int, Route]  # rows [start, stop) of a batch, and the route its request asked for
@@ -112,13 +117,16 @@ class ResidentSet:
     ) -> ResidentSet:
         """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all."""
 
-        def session(model: onnx.ModelProto) -> Any:
+        def session(model: onnx.ModelProto, threads: int | None) -> Any:
             return ort.create_session(
                 model.SerializeToString(), providers=providers, options=ort.session_options(threads)
             )
 
-        ckn = session(parts.ckn)
-        tasks = {name: session(parts.tasks[name]) for name in fs.task_names}
+        ckn = session(parts.ckn, threads)
+        # Task parts run one intra-op thread: a mixed batch runs each of them over a few rows, where splitting
+        # the work between threads costs more than it saves (dsprites5, 2 cores, batches of 16 uniform subsets:
+        # 12 % more CPU per row than the fused graph with the parts on 2 threads, the same CPU with one).
+        tasks = {name: session(parts.tasks[name], _TASK_THREADS) for name in fs.task_names}
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         on_cuda = str(ckn.get_providers()[0]) == CUDA
         rank = len(fs.input_spec["shape"])
@@ -178,7 +186,6 @@ class ResidentSet:
         s.ckn_runs += 1
         s.ckn_rows += n
         s.ckn_requests += len(spans)
-        logits: dict[str, np.ndarray] = {}  # task -> logits for the rows of the spans that asked for it
         if self._device == "cuda":
             run_tasks = self._cuda_runner(x)
         else:
@@ -189,12 +196,24 @@ class ResidentSet:
                 out: np.ndarray = self._tasks[name].run(["logits"], feed)[0]
                 return out
 
+        # Per task, its logits and probabilities for the rows of the spans that asked for it (softmax once per
+        # task over all those rows, not once per request), and where each such span's rows start in them.
+        heads: dict[str, tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
+        one_row = n == len(spans)  # batch-1 requests: span i is row i
         for name, span_ids in wanted.items():
-            rows = None if len(span_ids) == len(spans) else _rows(spans, span_ids)
-            logits[name] = run_tasks(name, rows)
+            rows = None if len(span_ids) == len(spans) else _rows(spans, span_ids, one_row=one_row)
+            logits = run_tasks(name, rows)
             s.task_runs[name] = s.task_runs.get(name, 0) + 1
-            s.task_rows[name] = s.task_rows.get(name, 0) + (n if rows is None else len(rows))
-        return _scatter(spans, wanted, logits)
+            s.task_rows[name] = s.task_rows.get(name, 0) + len(logits)
+            if one_row:
+                starts = dict(zip(span_ids, range(len(span_ids)), strict=True))
+            else:
+                starts, at = {}, 0
+                for i in span_ids:
+                    starts[i] = at
+                    at += spans[i][1] - spans[i][0]
+            heads[name] = (logits, _softmax(logits), starts)
+        return _scatter(spans, heads)
 
     def _watch(self, spans: Sequence[Span]) -> None:
         """Count requests per route; once per window, offer a route that holds most of them for promotion."""
@@ -268,7 +287,9 @@ def combined_class_names(fs: FactorSetInfo, tasks: Sequence[str]) -> list[str]:
     return combined_head([(t.name, t.output, t.classes, t.class_names) for t in infos]).class_names
 
 
-def _rows(spans: Sequence[Span], span_ids: list[int]) -> np.ndarray:
+def _rows(spans: Sequence[Span], span_ids: list[int], *, one_row: bool) -> np.ndarray:
+    if one_row:  # every span is one row: its start
+        return np.array([spans[i][0] for i in span_ids], dtype=np.int64)
     return np.concatenate([np.arange(spans[i][0], spans[i][1]) for i in span_ids])
 
 
@@ -279,26 +300,20 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _scatter(
-    spans: Sequence[Span], wanted: dict[str, list[int]], logits: dict[str, np.ndarray]
+    spans: Sequence[Span], heads: dict[str, tuple[np.ndarray, np.ndarray, dict[int, int]]]
 ) -> list[list[np.ndarray]]:
-    offsets: dict[tuple[str, int], int] = {}  # (task, span) -> first row of that span in the task's logits
-    for name, span_ids in wanted.items():
-        at = 0
-        for i in span_ids:
-            offsets[(name, i)] = at
-            at += spans[i][1] - spans[i][0]
+    """Per span, its route's outputs: slices of each task's logits and probabilities (the combined head, if asked
+    for, computed from the span's own logits)."""
     results = []
     for i, (start, stop, route) in enumerate(spans):
         n = stop - start
-        heads = []
-        for name in route.tasks:
-            at = offsets[(name, i)]
-            heads.append(logits[name][at : at + n])
         out: list[np.ndarray] = []
-        for h in heads:
-            out += [h, _softmax(h)]
+        for name in route.tasks:
+            logits, probs, starts = heads[name]
+            at = starts[i]
+            out += [logits[at : at + n], probs[at : at + n]]
         if route.combined:
-            joined = np.concatenate(heads, axis=1)
+            joined = np.concatenate(out[::2], axis=1)
             out += [joined, _softmax(joined)]
         results.append(out)
     return results

@@ -46,11 +46,12 @@ def decode_inputs(inputs: list[Any] | str) -> np.ndarray:
         array = np.asarray(inputs)
     except (ValueError, TypeError):
         raise InvalidInputError(
-            "inputs must be a rectangular nested list of numbers of shape (N, C, H, W): every row the same length"
+            "inputs must be a rectangular nested list of numbers of shape (N, *input shape), e.g. (N, D) or "
+            "(N, C, H, W): every row the same length"
         ) from None
     if array.dtype.kind not in "fiub":
         raise InvalidInputError(
-            "inputs must be a rectangular nested list of numbers of shape (N, C, H, W), "
+            "inputs must be a rectangular nested list of numbers of shape (N, *input shape), "
             f"got elements of type {array.dtype.kind!r} (strings, nulls or objects)"
         )
     return array

@@ -1,11 +1,11 @@
 """KServe Open Inference Protocol (v2) over HTTP/REST: schemas and tensor codecs.
 
 Each factor set is a model (its name; versions are the factor set's versions). Inputs: one tensor, named like
-the graph input (``x``), datatype ``FP32``, shape ``[N, C, H, W]``, data flat in row-major order (nested lists are
-accepted too). Outputs, per task ``t``: ``logits_t`` and ``probs_t`` (FP32, ``[N, classes]``) and ``label_t``
-(INT64, ``[N]``); the request's ``outputs`` select them, and so the tasks to assemble (none requested: every task).
-For class-subset tasks, ``*_combined`` outputs give one softmax over the union of the tasks' classes. Errors are
-``{"error": "..."}``, as the protocol specifies.
+the graph input (``x``), datatype ``FP32``, shape ``[N, *input shape]`` (``[N, D]``, ``[N, C, H, W]``, ...), data
+flat in row-major order (nested lists are accepted too). Outputs, per task ``t``: ``logits_t`` and ``probs_t``
+(FP32, ``[N, classes]``) and ``label_t`` (INT64, ``[N]``); the request's ``outputs`` select them, and so the tasks
+to assemble (none requested: every task). For class-subset tasks, ``*_combined`` outputs give one softmax over the
+union of the tasks' classes. Errors are ``{"error": "..."}``, as the protocol specifies.
 """
 
 from __future__ import annotations
@@ -63,7 +63,12 @@ class RequestOutput(_Strict):
 class InferRequest(_Strict):
     id: str | None = Field(default=None, max_length=256, description="echoed in the response")
     parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput] = Field(min_length=1, max_length=16)
+    inputs: list[RequestInput] = Field(
+        min_length=1,
+        max_length=16,
+        description="the model's one input (every factor set takes one)",
+        json_schema_extra={"maxItems": 1},  # the server says which input it takes when given several
+    )
     outputs: list[RequestOutput] | None = Field(default=None, max_length=1024)
 
 

@@ -43,3 +43,14 @@ def test_kf_demo_runs_the_service_flow(
         assert session.scalar(select(Job.status)) == "succeeded"
         assert session.scalar(select(func.count()).select_from(Assembly)) == 2
     engine.dispose()
+
+
+def test_the_job_bar_shows_the_epoch_its_percentage_is_in() -> None:
+    from service.cli.demo import job_bar
+
+    job = {"status": "running", "step": 98, "steps_total": 100, "epoch": 3, "epochs": 4}
+    assert job_bar(job) == (98, "4/4")  # 98 % of four epochs is in the fourth, not "3/4"
+    assert job_bar({**job, "step": 30, "epoch": 1}) == (30, "2/4")
+    # The last progress write is throttled, so a finished job's row may lag its last steps: the bar ends full.
+    assert job_bar({**job, "status": "succeeded"}) == (100, "4/4")
+    assert job_bar({**job, "status": "queued", "step": 0, "steps_total": 0, "epochs": 0}) == (0, "0/0")

@@ -323,7 +323,7 @@ def _case(tmp_path: Path, name: str) -> Path:
     changes: dict[str, dict[str, object]] = {
         "pickled": {"meta": np.array([{"a": 1}], dtype=object)},
         "no_x": {"x": None},
-        "x_2d": {"x": np.zeros((6, 20), dtype=np.uint8)},
+        "x_1d": {"x": np.zeros(6, dtype=np.uint8)},
         "x_int64": {"x": np.zeros((6, 5, 4), dtype=np.int64)},
         "short": {"size": np.zeros(4, dtype=np.int64)},
         "float_labels": {"size": np.zeros(6)},
@@ -345,7 +345,7 @@ def _case(tmp_path: Path, name: str) -> Path:
         ("npy", DataError, "single .npy array"),
         ("pickled", DataError, "'meta' holds pickled Python objects"),
         ("no_x", DataError, r"no array named 'x' \(found: colour, size\)"),
-        ("x_2d", DataError, r"\(N, H, W\) or \(N, C, H, W\), got shape \(6, 20\)"),
+        ("x_1d", DataError, r"\(N, \*sample_shape\), e.g. \(N, D\) vectors .* got shape \(6,\)"),
         ("x_int64", DataError, "uint8 pixels or floats, got dtype int64"),
         ("short", LabelError, "'size' has length 4 .* N=6"),
         ("float_labels", LabelError, "'size' must hold integers, got dtype float64"),
@@ -437,7 +437,7 @@ def test_data_spec_json_round_trip(spec: DataSpec) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"source": "mnist"}, "unknown data source 'mnist'; known sources: dsprites, digits, npz, folder"),
+        ({"source": "mnist"}, "unknown data source 'mnist'; known sources: dsprites, digits, breast_cancer, npz, fold"),
         ({"source": "npz"}, "'npz' needs a path"),
         ({"source": "folder", "path": "/x"}, "needs image_size"),
         ({"source": "digits", "samples": 0}, "samples must be a positive integer"),

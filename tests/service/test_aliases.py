@@ -160,6 +160,7 @@ def test_aliases_through_the_api(versions: list[Any], migrated: Any) -> None:
         shown = api.get("/v1/factor-sets/fs@prod").json()
         assert (shown["id"], shown["version"], shown["aliases"]) == (str(versions[1].id), 2, ["prod"])
         assert api.get("/v1/factor-sets/fs:1").json()["aliases"] == []
+        assert api.get("/v1/factor-sets/fs").json()["version"] == 2  # a bare name: its latest version
         assert api.get(f"/v1/factor-sets/{versions[0].id}").json()["version"] == 1
         assert api.post("/v1/assemblies", json={"factor_set": "fs@prod", "tasks": ["shape"]}).status_code == 200
         assert api.get("/v2/models/fs@prod").json()["versions"] == ["1", "2"]

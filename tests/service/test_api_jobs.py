@@ -99,13 +99,32 @@ def test_teacher_and_dataset_must_fit_each_other(client: Any, teacher_files: Tea
     dsprites = upload_teacher(client, teacher_files.dsprites_onnx, {"name": "ds"}).json()
     r = client.post("/v1/jobs", json={"teacher_id": dsprites["id"], "dataset": "digits", "recipe": "dsprites"})
     assert r.status_code == 422
-    assert "takes inputs of shape (C, H, W) = [1, 64, 64] but dataset 'digits' has [1, 8, 8]" in r.json()["detail"]
+    detail = r.json()["detail"]
+    assert (
+        "teacher 'ds' takes inputs of shape (1, 64, 64) (C, H, W) per sample but dataset 'digits' has (1, 8, 8)"
+        in detail
+    )
     r = client.post("/v1/jobs", json={"teacher_id": dsprites["id"], "dataset": "dsprites", "tasks": ["shape", "hue"]})
     assert r.status_code == 422 and "unknown task 'hue'" in r.json()["detail"]
     r = client.post("/v1/jobs", json={"teacher_id": dsprites["id"], "dataset": "dsprites"})
     assert r.status_code == 202, r.text
     assert [t["name"] for t in r.json()["recipe"]["tasks"]] == list(DSPRITES_HEADS)
     assert _jobs(session) == 1
+
+
+def test_the_demo_job_trains_the_demo_recipe(client: Any, teacher_files: TeacherFiles) -> None:
+    from kf_core import demo_recipe, get_recipe
+    from service.cli.demo import job_request
+
+    teacher = upload_teacher(client, teacher_files.dsprites_onnx, {"name": "demo"}).json()
+    recipe = demo_recipe("dsprites", epochs=None, samples=None, seed=None)
+    r = client.post("/v1/jobs", json=job_request(recipe, teacher["id"]))
+    assert r.status_code == 202, r.text
+    stored = r.json()["recipe"]
+    want = recipe.to_json()
+    assert want["train"] != get_recipe("dsprites").train.to_json()  # the demo's budget, not the server's recipe
+    for part in ("data", "train", "factor", "tasks"):
+        assert stored[part] == want[part], part
 
 
 def test_jobs_on_an_uploaded_npz_dataset(client: Any, tmp_path: Path) -> None:

@@ -133,7 +133,10 @@ def test_bad_teacher_files_are_refused_and_nothing_is_stored(
         ({"tasks": [{"name": "t", "output": "colour"}]}, "unknown teacher output 'colour'"),
         ({"tasks": [{"name": "t", "output": "digit", "classes": [3, 12]}]}, "out of range"),
         ({"class_names": {"digit": ["a", "b"]}}, "has 2 names but output 'digit' has 10"),
-        ({"input_shape": [3, 32, 32]}, "expects inputs of shape"),
+        (
+            {"input_shape": [3, 32, 32]},
+            "the teacher takes inputs of shape (1, 8, 8) (C, H, W) per sample but the data has (3, 32, 32)",
+        ),
         ({"colour": "red"}, "colour: Extra inputs are not permitted"),
         ({"name": "has space"}, "name: String should match pattern"),
     ],
@@ -234,3 +237,42 @@ def test_missing_resources_and_bad_ids(client: Any) -> None:
     assert client.get("/v1/artifacts/" + "0" * 64).status_code == 404
     assert client.get("/v1/artifacts/../../etc/passwd").status_code == 404
     assert client.get("/v1/artifacts/xyz").status_code == 422
+
+
+def _npz(**arrays: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_refused_uploads_never_show_a_server_path(client: Any, migrated: Any, tmp_path: Path) -> None:
+    import tempfile
+
+    single = tmp_path / "one.npy"
+    np.save(single, np.zeros(3))
+    with zipfile.ZipFile(tmp_path / "junk.npz", "w") as z:
+        z.writestr("x.npy", b"junk")
+    x = np.zeros((8, 1, 4, 4), np.float32)
+    datasets = {
+        "a single .npy": single.read_bytes(),
+        "an unreadable member": (tmp_path / "junk.npz").read_bytes(),
+        "no x": _npz(y=np.zeros(8, np.int64)),
+        "no labels": _npz(x=x),
+        "labels of another length": _npz(x=x, y=np.zeros(5, np.int64)),
+        "float labels": _npz(x=x, y=np.zeros(8, np.float32)),
+        "x of a string dtype": _npz(x=np.array(["a"] * 8), y=np.zeros(8, np.int64)),
+    }
+    server_paths = [tempfile.gettempdir(), str(migrated.artifact_url), str(migrated.work_dir), ".tmp/", ".upload"]
+    refused = []
+    for what, content in datasets.items():
+        r = client.post("/v1/datasets", files={"file": ("d.npz", content)}, data={"spec": '{"name": "d"}'})
+        refused.append((what, r.status_code, r.json()["detail"]))
+    for what, content in {"not a model": b"\x08\x01" * 40, "garbage": bytes(range(256))}.items():
+        r = client.post("/v1/teachers", files={"file": ("t.onnx", content)}, data={"spec": '{"name": "t"}'})
+        refused.append((what, r.status_code, r.json()["detail"]))
+    for what, status, detail in refused:
+        assert status == 422, (what, detail)
+        assert not [p for p in server_paths if p in detail], (what, detail)
+    assert any("'d.npz'" in detail for _, _, detail in refused)  # the file is named as the client named it

@@ -68,8 +68,9 @@ def test_same_content_is_stored_once(art: ArtifactStore, tmp_path: Path) -> None
 def test_corrupted_file_fails_every_read_loudly(art: ArtifactStore, tmp_path: Path) -> None:
     stored = art.put_bytes(b"the real bytes")
     corrupt_artifact(art, stored.sha256, _evil)  # same size, different content
-    with pytest.raises(ArtifactCorruptError, match="corrupt"):
+    with pytest.raises(ArtifactCorruptError, match="corrupt") as corrupt:
         art.read_bytes(stored.sha256)
+    assert str(art.path_for(stored.sha256).parent) not in str(corrupt.value)  # a client may see it: no paths
     with pytest.raises(ArtifactCorruptError):
         art.verify(stored.sha256)
     with pytest.raises(ArtifactCorruptError):
@@ -85,8 +86,9 @@ def test_truncated_file_is_corrupt_and_missing_file_is_missing(art: ArtifactStor
     with pytest.raises(ArtifactCorruptError):
         art.read_bytes(stored.sha256, size=10)
     art.delete(stored.sha256)
-    with pytest.raises(ArtifactMissingError, match="missing"):
+    with pytest.raises(ArtifactMissingError, match="missing") as missing:
         art.read_bytes(stored.sha256)
+    assert str(art.path_for(stored.sha256).parent) not in str(missing.value)
     with pytest.raises(ArtifactMissingError):
         art.verify(stored.sha256)
 
@@ -121,14 +123,18 @@ def test_rejects_paths_that_are_not_sha256(art: ArtifactStore) -> None:
 # ---------------------------------------------------------------- object storage: cache, replicas, failures
 
 
-def test_a_corrupt_object_is_refused_even_where_a_good_copy_was_never_cached(s3_endpoint: str, tmp_path: Path) -> None:
+def test_a_corrupt_object_is_refused_even_where_a_good_copy_was_never_cached(
+    s3_endpoint: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     writer = _s3_store(s3_endpoint, tmp_path / "a")
     stored = writer.put_bytes(b"the real bytes")
     replica = _s3_store(s3_endpoint, tmp_path / "b", prefix=writer.location.rsplit("/", 1)[1])
     assert replica.read_bytes(stored.sha256) == b"the real bytes"  # another host reads it through its cache
     corrupt_artifact(replica, stored.sha256, _evil)
-    with pytest.raises(ArtifactCorruptError, match=f"{replica.location}/{stored.path}"):
+    with pytest.raises(ArtifactCorruptError, match="corrupt") as corrupt:
         replica.read_bytes(stored.sha256)
+    where = f"{replica.location}/{stored.path}"
+    assert where in caplog.text and where not in str(corrupt.value)  # the operator's log names it, a client never
     assert not replica.path_for(stored.sha256).exists()  # the bad bytes never enter the cache
     assert writer.read_bytes(stored.sha256) == b"the real bytes"  # a host with a verified copy keeps serving it
 

@@ -118,3 +118,16 @@ def test_worker_needs_redis(monkeypatch: pytest.MonkeyPatch) -> None:
             kf(["worker", "--burst"])
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("command", [["keys", "create", "--scope", "admin"], ["keys", "list"], ["serve"]])
+def test_an_unmigrated_catalog_says_run_kf_db_upgrade(command: list[str], tmp_path: Path) -> None:
+    from service.config import settings_env
+
+    env = {**os.environ, **settings_env(make_settings(tmp_path, f"sqlite:///{tmp_path}/empty.db"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", *command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is not migrated" in done.stderr and "run `kf db upgrade`" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -175,3 +175,49 @@ def test_import_verifies_the_run_and_registers_it(
         tar.addfile(info, io.BytesIO(b"{}"))
     assert post(evil.getvalue()).status_code == 422
     assert not (tmp_path.parent / "escape.json").exists()
+
+
+def test_extend_from_another_teacher_whose_input_matches(
+    api: tuple[Any, Backend], teacher_files: TeacherFiles, tmp_path: Path
+) -> None:
+    from tests.factories import onnx_teacher_file
+
+    client, backend = api
+    teacher = upload_teacher(client, teacher_files.digits_onnx, {"name": "digits-mlp", "tasks": TASKS}).json()
+    r = client.post("/v1/jobs", json=tiny_job_body(teacher["id"], name="lego", tasks=["low", "high"]))
+    assert r.status_code == 202, r.text
+    v1 = client.get(f"/v1/factor-sets/{_finish(client, backend, r.json())['factor_set_id']}").json()
+
+    # A second teacher: the same 1x8x8 input, an output the first one does not have, labelled by "digit".
+    twin = [{"name": "twin_high", "output": "twin", "classes": [5, 6, 7, 8, 9], "label": "digit"}]
+    other_file = onnx_teacher_file(tmp_path / "twin.onnx", {"twin": 10}, names=["twin", "feat_0"])
+    other = upload_teacher(client, other_file, {"name": "twin-mlp", "tasks": twin}).json()
+    assert client.post("/v1/factor-sets/lego/tasks", json={"tasks": ["twin_high"]}).status_code == 422
+    r = client.post("/v1/factor-sets/lego:1/tasks", json={"tasks": ["twin_high"], "teacher_id": other["id"]})
+    assert r.status_code == 202, r.text
+    assert r.json()["teacher_id"] == other["id"]
+    v2 = client.get(f"/v1/factor-sets/{_finish(client, backend, r.json())['factor_set_id']}").json()
+
+    assert (v2["name"], v2["version"], v2["teacher_id"]) == ("lego", 2, other["id"])
+    assert [(f["task"], f["output"]) for f in v2["factors"]] == [
+        ("low", "digit"),
+        ("high", "digit"),
+        ("twin_high", "twin"),
+    ]
+    assert v2["ckn_artifact"] == v1["ckn_artifact"]  # the same row: same id, same sha256, no copy
+    assert [f["artifact"] for f in v2["factors"][:2]] == [f["artifact"] for f in v1["factors"]]
+    assert v2["metrics"]["assembly"]["old_tasks_bitwise"] is True
+    assert set(v2["metrics"]["tasks"]) == {"low", "high", "twin_high"}
+
+    x = np.random.default_rng(1).normal(0, 1, (4, 1, 8, 8)).astype(np.float32)
+    ckn = create_session(_download(client, v2["ckn_artifact"]))
+    (z_c,) = ckn.run(["z_c"], {"x": x})
+    body = {"factor_set": "lego:2", "tasks": ["low", "twin_high"], "inputs": x.tolist(), "logits": True}
+    r = client.post("/v1/predict", json=body)
+    assert r.status_code == 200, r.text
+    for f in v2["factors"]:
+        if f["task"] in body["tasks"]:
+            (want,) = create_session(_download(client, f["artifact"])).run(["logits"], {"x": x, "z_c": z_c})
+            got = np.asarray(r.json()["predictions"][f["task"]]["logits"], np.float32)
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert np.asarray(r.json()["predictions"]["twin_high"]["logits"]).shape == (4, 5)

@@ -165,3 +165,27 @@ def test_api_keys_guard_grpc_like_http(registered: Any, migrated: Any, session: 
         metrics = api.get("/metrics", headers={"Authorization": f"Bearer {key}"}).text
     assert 'kf_grpc_requests_total{code="UNAUTHENTICATED",method="ModelInfer"} 2.0' in metrics
     assert 'kf_grpc_requests_total{code="OK",method="ModelInfer"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("request_id", ["", "r-9", "é" * 200])
+def test_raw_responses_written_directly_parse_as_the_message_would(request_id: str) -> None:
+    """ModelInfer answers raw requests with bytes it writes itself: they parse to the very message that
+    encode_outputs builds (names, datatypes, shapes, id, tensor bytes), for any lengths and shapes."""
+    from service.api.oip_grpc import tensors
+    from service.api.oip_grpc.protocol import protocol
+
+    rng = np.random.default_rng(3)
+    arrays = [
+        ("logits_shape", "FP32", rng.standard_normal((3, 200)).astype("<f4")),
+        ("label_shape", "INT64", np.array([0, 199, 130], dtype="<i8")),
+        ("probs_" + "t" * 300, "FP32", np.zeros((0, 5), dtype="<f4")),
+        ("probs_pos_y", "FP32", rng.random((1, 32)).astype("<f4")),
+    ]
+    m = protocol()
+    want = m.ModelInferResponse(model_name="fs" * 70, model_version="12", id=request_id)
+    tensors.encode_outputs(want, arrays, raw=True)
+    for _ in range(2):  # the second time from the cached tensor descriptions
+        got = m.ModelInferResponse.FromString(tensors.raw_response("fs" * 70, "12", request_id, arrays))
+        assert got == want
+        assert [list(o.shape) for o in got.outputs] == [[3, 200], [3], [0, 5], [1, 32]]
+        assert np.frombuffer(got.raw_output_contents[1], dtype="<i8").tolist() == [0, 199, 130]

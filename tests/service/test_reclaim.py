@@ -151,6 +151,41 @@ def test_a_dataset_with_a_running_job_is_refused_naming_the_job(migrated: Any, s
         assert r.status_code == 409 and str(job.id) in r.json()["detail"]
 
 
+def test_a_version_an_extension_job_reads_is_kept_while_the_job_is_queued_or_running(
+    trained_pair: tuple[Trained, Trained], migrated: Any, session: Any, job: Any, factory: Any, store: Any
+) -> None:
+    from service.catalog.models import EXTEND_KEY, Job, JobStatus
+
+    base = register(trained_pair[0], session=session, job=job, factory=factory, store=store)
+    extend = {EXTEND_KEY: {"factor_set_id": str(base.id), "name": "fs", "version": 1}}
+    other = queued_job(session, teacher_id=job.teacher_id, dataset_id=job.dataset_id, recipe={"x": 1})
+    extension = queued_job(session, teacher_id=job.teacher_id, dataset_id=job.dataset_id, recipe=extend)
+    needs = {base.ckn_artifact.sha256, base.manifest_artifact.sha256, *(f.artifact.sha256 for f in base.factors)}
+    with open_client(migrated, run_jobs=False) as api:
+        queued = api.delete("/v1/factor-sets/fs:1")
+        assert queued.status_code == 409, queued.text
+        assert str(extension.id) in queued.json()["detail"] and str(other.id) not in queued.json()["detail"]
+        assert claim_job(session=session, job_id=extension.id, worker="w:2") is not None
+        session.commit()
+        running = api.delete(f"/v1/factor-sets/{base.id}")
+        assert running.status_code == 409 and str(extension.id) in running.json()["detail"]
+        assert api.get("/v1/factor-sets/fs:1").status_code == 200
+
+        # The collector, during the run, leaves every file the job reads from the base version.
+        assert api.post("/v1/gc", params={"dry_run": True}).json()["count"] == 0
+        report = collect(factory=factory, store=store, grace_s=0, margin_s=1)
+        assert not needs & set(report.sha256)
+        for sha in needs:
+            store.verify(sha)
+
+        # Once the job has finished, the version can go.
+        session.get(Job, extension.id).status = JobStatus.failed.value
+        session.commit()
+        gone = api.delete("/v1/factor-sets/fs:1")
+        assert gone.status_code == 200, gone.text
+        assert base.ckn_artifact.sha256 in gone.json()["freed"]["sha256"]
+
+
 def test_gc_during_a_running_job_removes_nothing_it_needs(
     trained_pair: tuple[Trained, Trained], session: Any, job: Any, factory: Any, store: Any
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,51 @@ def test_a_part_that_changed_after_export_registers_nothing(
             factory=factory, store=store, lease=_claim(session, job), run_dir=run_dir[0], report=run_dir[1]
         )
     assert _counts(session) == (0, 0, 1)  # only the teacher's artifact row
+
+
+CHECKPOINT = "application/x-kf-checkpoint"
+
+
+def _checkpoints(session: Session) -> int:
+    session.expire_all()
+    return int(session.scalar(select(func.count()).select_from(Artifact).where(Artifact.media_type == CHECKPOINT)) or 0)
+
+
+def test_success_deletes_the_jobs_checkpoint_in_the_same_transaction(
+    session: Session, job: Job, factory: Any, store: Any, run_dir: tuple[Path, dict[str, Any]]
+) -> None:
+    lease = _claim(session, job)
+    stored = store.put_bytes(b"a checkpoint's bytes")
+    row = catalog.record_artifact(session=session, stored=stored, media_type=CHECKPOINT)
+    session.flush()
+    session.get(Job, job.id).checkpoint_artifact_id = row.id  # type: ignore[union-attr]
+    session.commit()
+    assert _checkpoints(session) == 1
+
+    register_factor_set(factory=factory, store=store, lease=lease, run_dir=run_dir[0], report=run_dir[1])
+    assert _checkpoints(session) == 0  # committed with the job's success: no later cleanup step to miss
+    assert session.get(Job, job.id).checkpoint_artifact_id is None  # type: ignore[union-attr]
+    assert not store.exists(stored.sha256)
+
+
+def test_a_checkpoint_whose_row_is_not_written_is_not_kept(
+    session: Session, job: Job, store: Any, factory: Any, tmp_path: Path
+) -> None:
+    from kf_core import TrainState
+    from service.jobs.progress import JobProgress, RunContext, RunSignals
+
+    lease = _claim(session, job)
+    progress = JobProgress(RunContext(factory, store, RunSignals(), 0.1), lease)
+    first = tmp_path / "first.pt"
+    first.write_bytes(b"checkpoint at step 8")
+    progress.on_checkpoint(TrainState(global_step=8), first)
+    assert _checkpoints(session) == 1
+    catalog.get_job(session=session, job_id=job.id).lease = "another run's"  # this run loses the job
+    session.commit()
+    second = tmp_path / "second.pt"
+    second.write_bytes(b"checkpoint at step 16")
+    with pytest.raises(LeaseLostError):
+        progress.on_checkpoint(TrainState(global_step=16), second)
+    assert _checkpoints(session) == 1
+    assert not store.exists(hashlib.sha256(b"checkpoint at step 16").hexdigest())  # stored, unrecorded: deleted
+    assert store.exists(hashlib.sha256(b"checkpoint at step 8").hexdigest())  # the recorded one stays

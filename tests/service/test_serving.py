@@ -144,6 +144,33 @@ def test_disjoint_subsets_in_one_batch_share_one_ckn_run_and_equal_the_fused_gra
                 assert np.abs(served - want[name.removeprefix("logits_")][rows]).max() <= TOL, name
 
 
+def test_overlapping_single_row_requests_in_one_batch_get_their_own_rows(api: Any, trained: Trained) -> None:
+    """Batch-1 requests for overlapping subsets in one batch: each task part runs over the rows that asked for it
+    (gathered by row), its softmax once over them, and every request gets its own row's outputs back."""
+    runtime = api.app.state.runtime
+    asks = [["shape"], ["shape", "scale"], ["scale", "pos_x"], ["pos_y"], ["shape", "pos_y"]]
+
+    async def one_batch() -> list[Any]:
+        routes = [await runtime.route("fs", tasks) for tasks in asks]
+        return await asyncio.gather(
+            *(runtime.run(resident, route, trained.x[i : i + 1]) for i, (resident, route) in enumerate(routes))
+        )
+
+    before = copy.deepcopy(runtime.stats.parts)
+    answers = api.portal.call(one_batch)
+    after = runtime.stats.parts
+    assert (after.ckn_runs - before.ckn_runs, after.ckn_rows - before.ckn_rows) == (1, len(asks))
+    assert after.task_rows["shape"] - before.task_rows.get("shape", 0) == 3
+    want = trained.logits()
+    for i, (tasks, got) in enumerate(zip(asks, answers, strict=True)):
+        assert len(got) == 2 * len(tasks)
+        for t, (logits, probs) in zip(tasks, zip(got[::2], got[1::2], strict=True), strict=True):
+            assert logits.shape == probs.shape == (1, want[t].shape[1])
+            assert np.abs(logits - want[t][i : i + 1]).max() <= TOL, (i, t)
+            e = np.exp(want[t][i] - want[t][i].max())
+            assert np.abs(probs[0] - e / e.sum()).max() <= TOL, (i, t)
+
+
 def test_v2_infer_without_outputs_returns_every_task_and_echoes_the_id(api: Any, trained: Trained) -> None:
     r = _infer(api, trained.x)
     assert r.status_code == 200, r.text

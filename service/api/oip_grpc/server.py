@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from service.api.oip_grpc.protocol import SERVICE, protocol
 from service.catalog.db import reachable
 from service.config import Settings
 from service.errors import InvalidInputError, ServiceError
+from service.serving.refs import FactorSetInfo
 from service.serving.runtime import Runtime
 from service.serving.v2 import combined_classes, model_metadata, output_arrays, requested_tasks
 
@@ -60,10 +62,17 @@ class GrpcMetrics:
         self.latency = Histogram(
             "kf_grpc_request_duration_seconds", "gRPC call latency", labels, buckets=_LATENCY_BUCKETS, registry=registry
         )
+        self._children: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}  # labels() looked up once
 
     def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.calls.labels(method, code.name).inc()
-        self.latency.labels(method, code.name).observe(seconds)
+        children = self._children.get((method, code))
+        if children is None:
+            children = self._children[(method, code)] = (
+                self.calls.labels(method, code.name),
+                self.latency.labels(method, code.name),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _Service:
@@ -74,6 +83,9 @@ class _Service:
         self._factory = factory
         self._version = version
         self._m = protocol()
+        self._infer_response = self._m.ModelInferResponse
+        # (factor set id, requested output names) -> what requested_tasks made of them (factor sets never change)
+        self._requested: dict[tuple[uuid.UUID, tuple[str, ...]], tuple[list[str] | None, bool, list[str]]] = {}
 
     async def ServerLive(self, _request: Any) -> Any:
         return self._m.ServerLiveResponse(live=True)
@@ -105,13 +117,27 @@ class _Service:
     async def ModelInfer(self, request: Any) -> Any:
         runtime = self._runtime
         fs = await runtime.resolve(_ref(request.model_name, request.model_version))
-        tasks, combined, names = requested_tasks(fs, [o.name for o in request.outputs])
+        tasks, combined, names = self._requested_tasks(fs, tuple(o.name for o in request.outputs))
         resident, route = await runtime.route(fs, tasks, combined=combined)  # the resident parts, as over HTTP
         x = tensors.decode_input(request, input_name=route.input_name, input_shape=route.input_shape)
         outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
-        response = self._m.ModelInferResponse(model_name=fs.name, model_version=str(fs.version), id=request.id)
-        tensors.encode_outputs(response, output_arrays(route, outputs, names), raw=bool(request.raw_input_contents))
+        arrays = output_arrays(route, outputs, names)
+        if request.raw_input_contents:  # already serialized (the handler's serializer passes bytes through)
+            return tensors.raw_response(fs.name, str(fs.version), request.id, arrays)
+        response = self._infer_response(model_name=fs.name, model_version=str(fs.version), id=request.id)
+        tensors.encode_outputs(response, arrays, raw=False)
         return response
+
+    def _requested_tasks(self, fs: FactorSetInfo, names: tuple[str, ...]) -> tuple[list[str] | None, bool, list[str]]:
+        key = (fs.id, names)
+        hit = self._requested.get(key)
+        if hit is None:
+            hit = requested_tasks(fs, list(names))  # raises for unknown outputs: only valid requests are kept
+            if len(self._requested) >= 4096:
+                self._requested.clear()
+            self._requested[key] = hit
+        tasks, combined, wanted = hit
+        return (None if tasks is None else list(tasks)), combined, list(wanted)
 
 
 def _ref(name: str, version: str) -> str:
@@ -158,11 +184,21 @@ def _handlers(
         name: grpc.unary_unary_rpc_method_handler(
             wrap(name, getattr(service, name)),
             request_deserializer=request_cls.FromString,
-            response_serializer=response_cls.SerializeToString,
+            response_serializer=_serializer(response_cls),
         )
         for name, (request_cls, response_cls) in proto.methods.items()
     }
     return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def _serializer(response_cls: Any) -> Callable[[Any], bytes]:
+    """The response message's ``SerializeToString``; a response already serialized passes as it is."""
+    serialize = response_cls.SerializeToString
+
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return serializer
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:

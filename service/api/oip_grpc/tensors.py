@@ -3,6 +3,10 @@
 Inputs arrive either as ``raw_input_contents`` (little-endian bytes, one entry per input: what tritonclient sends)
 or as typed ``contents`` (``fp32_contents``); raw bytes become an array without a copy. Outputs go back the way
 the inputs came: raw bytes in ``raw_output_contents`` (as Triton answers) or typed contents.
+
+A raw answer is written straight to its wire bytes (:func:`raw_response`): building the ``ModelInferResponse``
+message field by field and serializing it cost about a tenth of a call's server time, for a message that is a
+few strings, shapes and the tensors' bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 from service.errors import InvalidInputError
 from service.serving.v2 import check_tensor
 
-__all__ = ["decode_input", "encode_outputs"]
+__all__ = ["decode_input", "encode_outputs", "raw_response"]
 
 _TYPED = ("bool", "int", "int64", "uint", "uint64", "fp64", "bytes")
 
@@ -61,3 +65,45 @@ def encode_outputs(response: Any, arrays: list[tuple[str, str, np.ndarray]], *, 
             out.contents.fp32_contents.extend(array.ravel().tolist())
         else:
             out.contents.int64_contents.extend(array.ravel().tolist())
+
+
+def raw_response(
+    model_name: str, model_version: str, request_id: str, arrays: list[tuple[str, str, np.ndarray]]
+) -> bytes:
+    """A serialized ``ModelInferResponse`` with the tensors in ``raw_output_contents`` (little-endian bytes): the
+    same bytes a parser reads from ``encode_outputs(..., raw=True)``'s message (tests/service/test_grpc.py)."""
+    parts = [_field(1, model_name.encode()), _field(2, model_version.encode())]
+    if request_id:
+        parts.append(_field(3, request_id.encode()))
+    for name, datatype, array in arrays:
+        header = _TENSORS.get((name, datatype, array.shape))
+        if header is None:
+            shape = b"".join(_varint(d) for d in array.shape)  # packed repeated int64, dimensions >= 0
+            header = _field(5, _field(1, name.encode()) + _field(2, datatype.encode()) + _field(3, shape))
+            if len(_TENSORS) >= 4096:
+                _TENSORS.clear()
+            _TENSORS[(name, datatype, array.shape)] = header
+        parts.append(header)
+    for _, _, array in arrays:
+        data = np.ascontiguousarray(array).tobytes()
+        parts += [_RAW_TAG, _varint(len(data)), data]  # field 6, the tensor's bytes copied once (by join)
+    return b"".join(parts)
+
+
+# (name, datatype, shape) -> an output tensor's serialized description (field 5 of ModelInferResponse)
+_TENSORS: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
+_RAW_TAG = bytes([6 << 3 | 2])  # raw_output_contents, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (strings, bytes, messages, packed numbers)."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from service.schemas import ErrorBody
 from service.serving.tensor_json import parse_array, split_array
 
-__all__ = ["body_schemas", "documented", "json_body", "parse_json", "read_json", "read_tensor_json"]
+__all__ = ["body_schemas", "documented", "json_body", "not_json", "parse_json", "read_json", "read_tensor_json"]
 
 OFF_LOOP_BYTES = 256 << 10  # bodies past this size are parsed in a worker thread, so the event loop keeps serving
 
@@ -51,9 +51,10 @@ def multipart_body(spec_schema: str, file_help: str) -> dict[str, Any]:
                         "type": "object",
                         "required": ["file", "spec"],
                         "properties": {
-                            "file": {"type": "string", "format": "binary", "description": file_help},
+                            "file": {"type": "string", "format": "binary", "minLength": 1, "description": file_help},
                             "spec": {
                                 "type": "string",
+                                "minLength": 2,
                                 "contentMediaType": "application/json",
                                 "description": f"JSON object; see the {spec_schema} schema",
                             },
@@ -94,7 +95,21 @@ def parse_json(raw: bytes, model: type[_M]) -> _M:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        if errors and errors[0]["type"] == "json_invalid":
+            errors = [{**errors[0], "msg": not_json(raw, str(errors[0]["msg"]))}]
         raise RequestValidationError(errors, body=raw[:1000]) from None
+
+
+def not_json(raw: bytes, why: str) -> str:
+    """What is wrong with a body that does not parse as JSON, in words that say what to send instead."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return (
+            f"the body is not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} cannot start or continue a "
+            "UTF-8 character; send JSON encoded as UTF-8"
+        )
+    return f"the body is not valid JSON ({why}); send a JSON object"
 
 
 async def read_tensor_json(

@@ -13,6 +13,18 @@ from service.catalog import queries as catalog
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
+JSON = "application/json"
+# Every media type an artifact row is stored with: teachers, datasets, factor set parts, manifests and reports,
+# checkpoints (service.catalog.teachers, .datasets, service.jobs.register, .progress).
+MEDIA_TYPES = (
+    "application/onnx",
+    JSON,
+    "application/x-npz",
+    "application/x-torchscript",
+    "application/x-kf-checkpoint",
+)
+_BYTES = {"type": "string", "format": "binary"}
+
 Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256 of the content")]
 
 
@@ -21,7 +33,10 @@ Sha256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="lower-case 
     response_class=StreamingResponse,
     summary="Download an artifact (sha256-verified)",
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "The artifact's bytes."},
+        200: {
+            "content": {media: {"schema": {} if media == JSON else _BYTES} for media in MEDIA_TYPES},
+            "description": "The artifact's bytes, as the media type it was stored with.",
+        },
         **documented(404, 422, 500),
     },
 )

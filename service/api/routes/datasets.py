@@ -1,4 +1,4 @@
-"""``/v1/datasets``: upload an ``.npz`` dataset (validated before it is stored), list and show datasets."""
+"""``/v1/datasets``: upload a dataset (``.npz``, CSV or Parquet; validated before it is stored), list and show them."""
 
 from __future__ import annotations
 
@@ -22,9 +22,13 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
     "",
     status_code=201,
     response_model=DatasetPublic,
-    summary="Upload an .npz dataset with its JSON spec",
+    summary="Upload a dataset (.npz, .csv or .parquet) with its JSON spec",
     responses=documented(409, 413, 415, 422),
-    openapi_extra=multipart_body("DatasetSpec", "an np.savez archive: x plus one integer label array per task"),
+    openapi_extra=multipart_body(
+        "DatasetSpec",
+        "an np.savez archive (x of shape (N, *input shape) plus integer label arrays named after the teacher "
+        "outputs they label), or a CSV/Parquet table of feature columns plus the label columns spec.labels names",
+    ),
 )
 async def create_dataset(request: Request, session: SessionDep, settings: SettingsDep, store: StoreDep) -> object:
     limit = settings.max_upload_bytes
@@ -33,9 +37,8 @@ async def create_dataset(request: Request, session: SessionDep, settings: Settin
         store=store,
         max_bytes=limit,
         spec_model=DatasetSpec,
-        suffix=".npz",
         register=lambda upload, spec: datasets.register_dataset(
-            session=session, file=upload.file, spec=spec, max_bytes=limit
+            session=session, file=upload.file, filename=upload.filename, spec=spec, max_bytes=limit, store=store
         ),
     )
 

@@ -47,6 +47,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _infer_body() -> dict[str, Any]:
+    """The request body: JSON, or with the binary tensor extension the JSON header (its length in
+    ``Inference-Header-Content-Length``) followed by the tensors' raw bytes."""
+    extra = json_body(InferRequest)
+    extra["requestBody"]["content"]["application/octet-stream"] = {
+        "schema": {"type": "string", "format": "binary"},
+        "description": f"the JSON header, then raw little-endian tensor bytes; send {BINARY_HEADER}",
+    }
+    return extra
+
+
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
 def server_metadata(request: Request) -> ServerMetadata:
     return ServerMetadata(name="kf-service", version=request.app.version, extensions=["binary_tensor_data"])
@@ -104,7 +115,7 @@ async def model_version_ready(name: ModelName, version: Version, runtime: Runtim
     response_class=Response,
     summary="Inference; the requested outputs select the tasks to assemble",
     responses={200: {"model": InferResponse, "description": "Output tensors."}, **_ERRORS},
-    openapi_extra=json_body(InferRequest),
+    openapi_extra=_infer_body(),
 )
 async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Response:
     body, binary, data = await _read(request)
@@ -116,7 +127,7 @@ async def infer(name: ModelName, request: Request, runtime: RuntimeDep) -> Respo
     response_class=Response,
     summary="Inference on one version",
     responses={200: {"model": InferResponse, "description": "Output tensors."}, **_ERRORS},
-    openapi_extra=json_body(InferRequest),
+    openapi_extra=_infer_body(),
 )
 async def infer_version(name: ModelName, version: Version, request: Request, runtime: RuntimeDep) -> Response:
     body, binary, data = await _read(request)
