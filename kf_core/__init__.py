@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
         save_npz,
     )
     from kf_core.data.dsprites import class_names as dsprites_class_names
+    from kf_core.distributed import DistConfig, process_group
     from kf_core.engine_demo import demo_recipe, run_demo, varied_samples
     from kf_core.errors import KfError
     from kf_core.export import export_factor_set
@@ -102,6 +103,8 @@ _EXPORTS: dict[str, str] = {
     "list_recipes": "kf_core.recipes",
     "run_factorization": "kf_core.pipeline",
     "run_teacher_fit": "kf_core.pipeline",
+    "DistConfig": "kf_core.distributed",
+    "process_group": "kf_core.distributed",
     "extend_tasks": "kf_core.extend",
     "run_extension": "kf_core.extend",
     "remove_tasks": "kf_core.extend",
@@ -145,6 +148,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "Callback",
     "CombinedHead",
     "DataSpec",
+    "DistConfig",
     "FactorConfig",
     "FactorNet",
     "FactorParts",
@@ -191,6 +195,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "one_vs_all",
     "predict_file",
     "prediction_json",
+    "process_group",
     "register_net",
     "remove_tasks",
     "run_demo",

@@ -134,8 +134,7 @@ def _cmd_teacher_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_factorize(args: argparse.Namespace) -> int:
-    from kf_core import ProgressBar, load_teacher, run_factorization
-    from kf_core.distributed import DistConfig, process_group
+    from kf_core import DistConfig, ProgressBar, load_teacher, process_group, run_factorization
     from kf_core.errors import ConfigError
 
     recipe = _recipe(args)

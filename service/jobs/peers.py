@@ -90,8 +90,7 @@ def peer_processes(settings: Settings, spec: Mapping[str, Any], work: Path, proc
 
 
 def _run_peer(spec_path: Path) -> int:
-    from kf_core import Recipe, run_factorization
-    from kf_core.distributed import DistConfig, process_group
+    from kf_core import DistConfig, Recipe, process_group, run_factorization
     from kf_core.errors import TrainingCancelled
     from service.config import get_settings
 

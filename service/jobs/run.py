@@ -200,8 +200,7 @@ class _Run:
         return status.value
 
     def _execute(self, lease: Lease, work: Path) -> None:
-        from kf_core import Recipe, run_factorization
-        from kf_core.distributed import DistConfig, process_group
+        from kf_core import DistConfig, Recipe, process_group, run_factorization
 
         self._stage(lease, "preparing")
         with self.factory() as session:
