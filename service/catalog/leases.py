@@ -30,6 +30,7 @@ __all__ = [
     "Touch",
     "cancel_requested",
     "claim_job",
+    "fail_unstarted_job",
     "finish_run",
     "lock_job",
     "reap_exited_run",
@@ -85,8 +86,35 @@ def claim_job(*, session: Session, job_id: uuid.UUID, worker: str) -> Lease | No
     return Lease(job_id=job_id, token=token, attempt=int(row.attempts), worker=worker)
 
 
-def touch_run(*, session: Session, lease: Lease, **values: Any) -> Touch:
-    """Heartbeat (and write ``values``) for the run holding ``lease``; raises :class:`LeaseLostError` if it lost it."""
+def touch_run(
+    *,
+    session: Session,
+    lease: Lease,
+    stage: str | None = None,
+    epochs: int | None = None,
+    steps_total: int | None = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    progress: float | None = None,
+    metrics: dict[str, float] | None = None,
+    resumed_from_step: int | None = None,
+    checkpoint_artifact_id: uuid.UUID | None = None,
+    checkpoint_step: int | None = None,
+) -> Touch:
+    """Heartbeat for the run holding ``lease``, writing the progress columns given (``None``: left as they are);
+    raises :class:`LeaseLostError` if the run lost the job."""
+    values = _given(
+        stage=stage,
+        epochs=epochs,
+        steps_total=steps_total,
+        epoch=epoch,
+        step=step,
+        progress=progress,
+        metrics=metrics,
+        resumed_from_step=resumed_from_step,
+        checkpoint_artifact_id=checkpoint_artifact_id,
+        checkpoint_step=checkpoint_step,
+    )
     now = db_now(session)
     row = session.execute(
         _fenced(lease).values(heartbeat_at=now, updated_at=now, **values).returning(Job.cancel_requested_at)
@@ -109,15 +137,20 @@ def cancel_requested(*, session: Session, lease: Lease) -> bool:
 
 
 def finish_run(
-    *, session: Session, lease: Lease, status: JobStatus, stage: str, error: str | None = None, **values: Any
+    *,
+    session: Session,
+    lease: Lease,
+    status: JobStatus,
+    stage: str,
+    error: str | None = None,
+    progress: float | None = None,
 ) -> None:
-    """Move the run's job to a final status and drop the lease (fenced)."""
+    """Move the run's job to a final status and drop the lease (fenced); ``error`` and ``progress`` are written
+    when given."""
     now = db_now(session)
-    extra = {"error": error} if error is not None else {}
+    extra = _given(error=error, progress=progress)
     result = session.execute(
-        _fenced(lease).values(
-            status=status.value, stage=stage, lease=None, finished_at=now, updated_at=now, **extra, **values
-        )
+        _fenced(lease).values(status=status.value, stage=stage, lease=None, finished_at=now, updated_at=now, **extra)
     )
     if _rowcount(result) != 1:
         raise LeaseLostError(f"job {lease.job_id}: this run (attempt {lease.attempt}) no longer owns the job")
@@ -200,6 +233,17 @@ def _take_over(session: Session, job: Job, why: str) -> bool:
     return requeued and _rowcount(result) == 1
 
 
+def fail_unstarted_job(*, session: Session, job_id: uuid.UUID, error: str) -> bool:
+    """Fail a job that is still queued because its process keeps dying before it can claim it (a broken
+    environment: retrying forever would spin). Returns whether the job was failed."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
+        .values(status=JobStatus.failed.value, stage="failed", error=error)
+    )
+    return _rowcount(result) == 1
+
+
 def lock_job(*, session: Session, job_id: uuid.UUID) -> Job | None:
     """The job row, freshly read and locked until the transaction ends (SQLite serialises writers anyway)."""
     # No eager joins (PostgreSQL refuses FOR UPDATE on outer joins); populate_existing: never trust a stale copy.
@@ -213,6 +257,11 @@ def _requeue_values(now: dt.datetime, error: str | None) -> dict[str, Any]:
     if error is not None:
         values["error"] = error
     return values
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The columns a caller gave a value for: ``None`` means "leave the column as it is"."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _fenced(lease: Lease) -> Any:

@@ -1,12 +1,15 @@
 """Catalog reads and writes: plain keyword-only functions over a SQLAlchemy session, one verb each.
 
 The caller owns the transaction (routes commit through ``SessionDep``; jobs use ``session_scope``), so several
-calls compose into one atomic change. Job state transitions that need leases live in ``service.catalog.leases``;
-registering a factor set lives in ``service.jobs.register``.
+calls compose into one atomic change. Every catalog write of the service is a function of ``service.catalog``:
+job state transitions that need leases live in ``service.catalog.leases``, a run's checkpoint in
+``service.catalog.checkpoints``, new factor-set versions in ``service.catalog.versions`` (``service.jobs.register``
+stores and verifies the parts, then calls it).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -37,6 +40,7 @@ __all__ = [
     "create_dataset",
     "create_job",
     "create_teacher",
+    "delete_job",
     "ensure_builtin_dataset",
     "factor_set_versions",
     "get_artifact",
@@ -49,6 +53,7 @@ __all__ = [
     "list_jobs",
     "list_teachers",
     "record_artifact",
+    "record_enqueued",
     "request_cancel",
     "resolve_factor_set",
     "teacher_name_taken",
@@ -202,6 +207,20 @@ def create_job(
     session.add(row)
     session.flush()
     return row
+
+
+def delete_job(*, session: Session, job: Job) -> None:
+    """Delete a job row that never ran (its queue could not take it); the caller commits."""
+    session.delete(job)
+    session.flush()
+
+
+def record_enqueued(*, job: Job, rq_job_id: str, at: dt.datetime | None = None) -> None:
+    """Note where the queue put ``job`` (its RQ job id) and, given ``at``, when (so recovery waits before looking
+    again); written with the caller's transaction."""
+    job.rq_job_id = rq_job_id
+    if at is not None:
+        job.updated_at = at
 
 
 def get_job(*, session: Session, job_id: uuid.UUID) -> Job:

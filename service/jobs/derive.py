@@ -19,15 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
-from service.catalog.db import savepoint, utcnow
-from service.catalog.models import Artifact, Dataset, Factor, FactorSet, Job, JobStatus, Teacher
+from service.catalog.models import Artifact, Dataset, FactorSet, Job, Teacher
+from service.catalog.versions import FactorEntry, create_finished_job, insert_factor_set
 from service.errors import ConflictError, InvalidInputError
 from service.jobs.submit import _referenced
 from service.schemas import FactorSetImport
@@ -56,7 +55,14 @@ def remove_tasks(*, session: Session, store: ArtifactStore, ref: str, tasks: lis
     metrics = dict(base.metrics)
     metrics["tasks"] = {f.task: f.metrics for f in keep}
     metrics["derived_from"] = {"id": str(base.id), "name": base.name, "version": base.version, "removed": tasks}
-    job = _finished_job(session, base.teacher, base.dataset, base.config, base.name, "removed-tasks")
+    job = create_finished_job(
+        session=session,
+        teacher_id=base.teacher_id,
+        dataset_id=base.dataset_id,
+        recipe=base.config,
+        factor_set_name=base.name,
+        stage="removed-tasks",
+    )
     row = _new_version(
         session,
         job=job,
@@ -66,7 +72,7 @@ def remove_tasks(*, session: Session, store: ArtifactStore, ref: str, tasks: lis
         ckn=base.ckn_artifact,
         manifest=manifest_row,
         report=base.report_artifact,
-        factors=[(f.task, f.output, f.classes, f.class_names, f.artifact, f.metrics) for f in keep],
+        factors=[FactorEntry(f.task, f.output, f.classes, f.class_names, f.artifact, f.metrics) for f in keep],
     )
     session.commit()
     return row
@@ -112,7 +118,14 @@ def import_run(
 
     task_report = report.get("tasks") or {}
     metrics = {k: v for k, v in report.items() if k != "tasks"} | {"tasks": task_report, "imported": check}
-    job = _finished_job(session, teacher, dataset, recipe, spec.name, "imported")
+    job = create_finished_job(
+        session=session,
+        teacher_id=teacher.id,
+        dataset_id=dataset.id,
+        recipe=recipe,
+        factor_set_name=spec.name,
+        stage="imported",
+    )
     row = _new_version(
         session,
         job=job,
@@ -123,13 +136,13 @@ def import_run(
         manifest=record(manifest_file, JSON),
         report=record(report_file, JSON),
         factors=[
-            (
-                n,
-                e["output"],
-                list(e["classes"]),
-                list(e["class_names"]),
-                record(task_files[n], ONNX),
-                task_report.get(n, {}),
+            FactorEntry(
+                task=n,
+                output=e["output"],
+                classes=list(e["classes"]),
+                class_names=list(e["class_names"]),
+                artifact=record(task_files[n], ONNX),
+                metrics=task_report.get(n, {}),
             )
             for n, e in manifest["tasks"].items()
         ],
@@ -194,28 +207,6 @@ def _dataset(session: Session, spec: FactorSetImport) -> Dataset:
     return catalog.ensure_builtin_dataset(session=session, name=name, classes=builtin_classes(name))
 
 
-def _finished_job(
-    session: Session, teacher: Teacher, dataset: Dataset, recipe: dict[str, Any], name: str, stage: str
-) -> Job:
-    now = utcnow()
-    job = Job(
-        teacher_id=teacher.id,
-        dataset_id=dataset.id,
-        recipe=recipe,
-        factor_set_name=name,
-        queue="none",
-        max_attempts=1,
-        status=JobStatus.succeeded.value,
-        stage=stage,
-        progress=1.0,
-        started_at=now,
-        finished_at=now,
-    )
-    session.add(job)
-    session.flush()
-    return job
-
-
 def _new_version(
     session: Session,
     *,
@@ -226,29 +217,19 @@ def _new_version(
     ckn: Artifact,
     manifest: Artifact,
     report: Artifact,
-    factors: list[tuple[str, str, list[Any], list[Any], Artifact, dict[str, Any]]],
+    factors: list[FactorEntry],
 ) -> FactorSet:
-    latest = session.scalar(select(func.max(FactorSet.version)).where(FactorSet.name == job.factor_set_name))
-    row = FactorSet(
-        name=job.factor_set_name,
-        version=(latest or 0) + 1,
-        teacher_id=job.teacher_id,
-        dataset_id=job.dataset_id,
-        job_id=job.id,
-        config=config,
-        metrics=metrics,
-        input_spec=input_spec,
-        ckn_artifact=ckn,
-        manifest_artifact=manifest,
-        report_artifact=report,
-        factors=[
-            Factor(task=t, position=i, output=o, classes=c, class_names=cn, artifact=a, metrics=m)
-            for i, (t, o, c, cn, a, m) in enumerate(factors)
-        ],
-    )
     try:
-        with savepoint(session):
-            session.add(row)
+        return insert_factor_set(
+            session=session,
+            job=job,
+            config=config,
+            metrics=metrics,
+            input_spec=input_spec,
+            ckn=ckn,
+            manifest=manifest,
+            report=report,
+            factors=factors,
+        )
     except IntegrityError:  # a concurrent registration took the version number
         raise ConflictError(f"factor set {job.factor_set_name} got a new version meanwhile; try again") from None
-    return row

@@ -11,30 +11,24 @@ set's name, its CKN and old task parts the very same artifacts.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from service.catalog import queries as catalog
-from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
 from service.catalog.models import EXTEND_KEY, Dataset, FactorSet, Job
 from service.config import Settings
 from service.errors import InvalidInputError
+from service.jobs.runners import Runner
 from service.jobs.spec import _check_fit, _data_json, _tasks
+from service.jobs.submit import _referenced, queue_job
 from service.schemas import FactorSetExtend
 
-if TYPE_CHECKING:  # the runners import the job run, which imports this module
-    from service.jobs.runners import Runner
-
-__all__ = ["EXTEND_KEY", "fetch_base_parts", "submit_extension"]
+__all__ = ["EXTEND_KEY", "submit_extension"]
 
 
 def submit_extension(*, session: Session, settings: Settings, runner: Runner, ref: str, body: FactorSetExtend) -> Job:
-    from service.jobs.submit import _referenced, queue_job
-
     base = catalog.resolve_factor_set(session=session, ref=ref)
     teacher = base.teacher
     if body.teacher_id is not None:
@@ -55,8 +49,6 @@ def submit_extension(*, session: Session, settings: Settings, runner: Runner, re
 
 
 def _dataset(session: Session, body: FactorSetExtend, base: FactorSet) -> Dataset:
-    from service.jobs.submit import _referenced
-
     if body.dataset_id is not None:
         dataset_id = body.dataset_id
         return _referenced(lambda: catalog.get_dataset(session=session, dataset_id=dataset_id))
@@ -114,20 +106,3 @@ def _recipe(base: FactorSet, body: FactorSetExtend, teacher: Any, dataset: Datas
     ).to_json()
     doc[EXTEND_KEY] = {"factor_set_id": str(base.id), "name": base.name, "version": base.version}
     return doc
-
-
-def fetch_base_parts(*, session: Session, store: ArtifactStore, factor_set_id: Any, directory: Path) -> dict[str, Any]:
-    """Copy the base factor set's manifest and parts into ``directory`` (each verified against its sha256);
-    return its per-task metrics, which the new version keeps for its old tasks."""
-    import uuid
-
-    fs = catalog.get_factor_set(session=session, factor_set_id=uuid.UUID(str(factor_set_id)))
-    raw = store.read_bytes(fs.manifest_artifact.sha256, size=fs.manifest_artifact.size_bytes)
-    manifest = json.loads(raw)
-    directory.mkdir(parents=True, exist_ok=True)
-    for entry in [manifest["ckn"], *manifest["tasks"].values()]:
-        name = Path(str(entry["file"])).name  # never a path from the manifest
-        store.copy_to(str(entry["sha256"]), directory / name)
-    (directory / "manifest.json").write_bytes(raw)
-    tasks: dict[str, Any] = dict(fs.metrics.get("tasks") or {})
-    return {"tasks": tasks, "name": fs.name, "version": fs.version}

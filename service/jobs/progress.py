@@ -12,25 +12,20 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from kf_core import Callback, TrainState
-from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
+from service.catalog.checkpoints import is_recorded, replace_checkpoint
 from service.catalog.db import session_scope
 from service.catalog.leases import Lease, touch_run
-from service.catalog.models import Artifact, Job
 from service.errors import LeaseLostError
 from service.jobs.register import delete_quietly
 
 __all__ = ["CancelFlag", "JobProgress", "RunContext", "RunSignals"]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "application/x-kf-checkpoint"
 
 
 class CancelFlag:
@@ -75,61 +70,45 @@ class JobProgress(Callback):
         self._last_write = 0.0
 
     def on_train_start(self, state: TrainState) -> None:
-        values: dict[str, Any] = {
-            "stage": "training",
-            "epochs": state.epochs,
-            "steps_total": state.steps_per_epoch * state.epochs,
-            "epoch": state.epoch,
-            "step": state.global_step,
-            "progress": _fraction(state),
-        }
-        if state.global_step > 0:  # the loop restored a checkpoint: record where this run picked up
-            values["resumed_from_step"] = state.global_step
+        resumed = state.global_step if state.global_step > 0 else None  # the loop restored a checkpoint
+        if resumed is not None:
             log.info("job %s: resumed at epoch %d, step %d", self.lease.job_id, state.epoch, state.global_step)
-        self._write(state, values)
+        self._write(
+            state,
+            stage="training",
+            epochs=state.epochs,
+            steps_total=state.steps_per_epoch * state.epochs,
+            resumed_from_step=resumed,
+        )
 
     def on_step_end(self, state: TrainState) -> None:
         self._check(state)
         if time.monotonic() - self._last_write >= self.run.progress_interval_s:
-            self._write(state, self._values(state, state.metrics))
+            self._write(state, metrics=state.metrics)
 
     def on_epoch_end(self, state: TrainState) -> None:
         row = state.history[-1] if state.history else state.metrics
-        values = self._values(state, row)
-        if state.epoch >= state.epochs:
-            values["stage"] = "exporting"  # evaluation, ONNX export and the assembly check come next
-        self._write(state, values)
+        # After the last epoch: evaluation, ONNX export and the assembly check come next.
+        self._write(state, metrics=row, stage="exporting" if state.epoch >= state.epochs else None)
 
     def on_checkpoint(self, state: TrainState, path: Path) -> None:
         """Store the checkpoint, point the job at it, and delete the one it replaces."""
         stored = self.run.store.put_file(path)
         try:
             with session_scope(self.run.factory) as session:
-                job = session.get(Job, self.lease.job_id)
-                previous = job.checkpoint_artifact_id if job is not None else None
-                artifact = catalog.record_artifact(session=session, stored=stored, media_type=CHECKPOINT)
-                session.flush()
-                touch_run(
-                    session=session,
-                    lease=self.lease,
-                    checkpoint_artifact_id=artifact.id,
-                    checkpoint_step=state.global_step,
-                )
-                old = session.get(Artifact, previous) if previous not in (None, artifact.id) else None
-                if old is not None:
-                    session.delete(old)
+                old = replace_checkpoint(session=session, lease=self.lease, stored=stored, step=state.global_step)
         except BaseException:  # the row was not written (a lost lease, an interrupt): the file is not kept
             self._forget(stored.sha256)
             raise
         if old is not None:
-            self.run.store.delete(old.sha256)
+            self.run.store.delete(old)
 
     def _forget(self, sha256: str) -> None:
         """Delete a stored checkpoint whose row was never written, unless a row holds the same content after all;
         when the catalog cannot say, the collector (``kf gc``) deletes the file once past its grace period."""
         try:
             with self.run.factory() as session:
-                recorded = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256)) is not None
+                recorded = is_recorded(session=session, sha256=sha256)
         except Exception:
             log.warning("job %s: could not check its unrecorded checkpoint %s", self.lease.job_id, sha256)
             return
@@ -142,17 +121,31 @@ class JobProgress(Callback):
         if self.run.signals.cancel.is_set():
             state.cancel = True
 
-    def _values(self, state: TrainState, metrics: dict[str, float]) -> dict[str, Any]:
-        return {
-            "epoch": state.epoch,
-            "step": state.global_step,
-            "progress": _fraction(state),
-            "metrics": {k: float(v) for k, v in metrics.items()},
-        }
-
-    def _write(self, state: TrainState, values: dict[str, Any]) -> None:
+    def _write(
+        self,
+        state: TrainState,
+        *,
+        metrics: dict[str, float] | None = None,
+        stage: str | None = None,
+        epochs: int | None = None,
+        steps_total: int | None = None,
+        resumed_from_step: int | None = None,
+    ) -> None:
+        """One progress write (epoch, step and fraction always; the rest when given), doubling as a cancel poll."""
         with session_scope(self.run.factory) as session:
-            if touch_run(session=session, lease=self.lease, **values).cancel_requested:
+            touch = touch_run(
+                session=session,
+                lease=self.lease,
+                stage=stage,
+                epochs=epochs,
+                steps_total=steps_total,
+                epoch=state.epoch,
+                step=state.global_step,
+                progress=_fraction(state),
+                metrics=None if metrics is None else {k: float(v) for k, v in metrics.items()},
+                resumed_from_step=resumed_from_step,
+            )
+            if touch.cancel_requested:
                 self.run.signals.cancel.set()
         self._last_write = time.monotonic()
         self._check(state)

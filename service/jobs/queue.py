@@ -7,6 +7,7 @@ and recovered jobs, and a job run, which enqueues itself again after a failure a
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RqJob
 
+from service.catalog import queries as catalog
 from service.catalog.models import Job
 from service.config import Settings
 from service.errors import QueueUnavailableError
@@ -31,8 +33,9 @@ def connect(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
 
 
-def enqueue_rq(settings: Settings, job: Job, *, function: JobFunction) -> str:
-    """Put ``function(job.id)`` on the job's RQ queue and record the RQ job's id on ``job`` (the caller commits).
+def enqueue_rq(settings: Settings, job: Job, *, function: JobFunction, at: dt.datetime | None = None) -> str:
+    """Put ``function(job.id)`` on the job's RQ queue and record the RQ job's id on ``job`` (and ``at`` as its
+    update time, when given; the caller commits).
 
     Raises :class:`QueueUnavailableError` if Redis is unreachable.
     """
@@ -49,7 +52,7 @@ def enqueue_rq(settings: Settings, job: Job, *, function: JobFunction) -> str:
         )
     except redis.RedisError as e:
         raise QueueUnavailableError(f"the job queue at KF_REDIS_URL is unreachable ({e}); try again later") from e
-    job.rq_job_id = rq_id
+    catalog.record_enqueued(job=job, rq_job_id=rq_id, at=at)
     return rq_id
 
 

@@ -17,15 +17,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore, StoredFile
+from service.catalog.checkpoints import drop_checkpoint
 from service.catalog.db import session_scope
 from service.catalog.leases import Lease, finish_run, lock_job
-from service.catalog.models import Artifact, Factor, FactorSet, Job, JobStatus
+from service.catalog.models import Artifact, FactorSet, JobStatus
+from service.catalog.versions import FactorEntry, insert_factor_set
 from service.errors import ArtifactCorruptError, LeaseLostError
 
 __all__ = ["delete_quietly", "register_factor_set"]
@@ -58,7 +59,7 @@ def register_factor_set(
         try:
             with session_scope(factory) as session:
                 factor_set = _insert(session, lease, manifest, report, ckn, tasks, manifest_file, report_file)
-                checkpoint = _drop_checkpoint(session, lease)
+                checkpoint = drop_checkpoint(session=session, job_id=lease.job_id)
                 # The collector may have deleted an unreferenced artifact with the same content between our upload
                 # and the rows above; now that this transaction holds the rows, put back any file that went.
                 for sha, path in sources.items():
@@ -74,21 +75,6 @@ def register_factor_set(
                 raise
             log.info("registration raced with another registration or the collector; retrying")
     raise AssertionError("unreachable")
-
-
-def _drop_checkpoint(session: Session, lease: Lease) -> str | None:
-    """Delete the job's checkpoint row in the transaction that marks it succeeded (a succeeded job is never
-    resumed); its sha256, whose file the caller deletes once that commits."""
-    job = session.get(Job, lease.job_id)
-    if job is None or job.checkpoint_artifact_id is None:
-        return None
-    artifact = session.get(Artifact, job.checkpoint_artifact_id)
-    job.checkpoint_artifact_id = None
-    session.flush()  # the job lets go of the row before the row goes
-    if artifact is None:
-        return None
-    session.delete(artifact)
-    return artifact.sha256
 
 
 def delete_quietly(store: ArtifactStore, sha256: str, *, what: str) -> None:
@@ -128,36 +114,28 @@ def _insert(
         raise LeaseLostError(f"job {lease.job_id} was cancelled before its factor set was registered")
     finish_run(session=session, lease=lease, status=JobStatus.succeeded, stage="done", progress=1.0)
 
-    def record(stored: StoredFile, media_type: str) -> Any:
+    def record(stored: StoredFile, media_type: str) -> Artifact:
         return catalog.record_artifact(session=session, stored=stored, media_type=media_type)
 
-    latest = session.scalar(select(func.max(FactorSet.version)).where(FactorSet.name == job.factor_set_name))
     task_report = report.get("tasks", {})
-    factor_set = FactorSet(
-        name=job.factor_set_name,
-        version=(latest or 0) + 1,
-        teacher_id=job.teacher_id,
-        dataset_id=job.dataset_id,
-        job_id=job.id,
+    return insert_factor_set(
+        session=session,
+        job=job,
         config=job.recipe,
         metrics={k: v for k, v in report.items() if k != "tasks"} | {"tasks": task_report},
         input_spec=manifest["input"],
-        ckn_artifact=record(ckn, ONNX),
-        manifest_artifact=record(manifest_file, JSON),
-        report_artifact=record(report_file, JSON),
+        ckn=record(ckn, ONNX),
+        manifest=record(manifest_file, JSON),
+        report=record(report_file, JSON),
         factors=[
-            Factor(
+            FactorEntry(
                 task=name,
-                position=i,
                 output=entry["output"],
                 classes=list(entry["classes"]),
                 class_names=list(entry["class_names"]),
                 artifact=record(tasks[name], ONNX),
                 metrics=task_report.get(name, {}),
             )
-            for i, (name, entry) in enumerate(manifest["tasks"].items())
+            for name, entry in manifest["tasks"].items()
         ],
     )
-    session.add(factor_set)
-    session.flush()
-    return factor_set

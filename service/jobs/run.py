@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.catalog import queries as catalog
 from service.catalog.artifacts import open_store
+from service.catalog.checkpoints import drop_checkpoint
 from service.catalog.db import make_engine, make_sessionmaker, session_scope
 from service.catalog.leases import (
     Lease,
@@ -45,11 +46,11 @@ from service.catalog.leases import (
     retry_or_fail_run,
     touch_run,
 )
-from service.catalog.models import Artifact, Job, JobStatus
+from service.catalog.models import EXTEND_KEY, Artifact, JobStatus
 from service.catalog.teachers import SUFFIX
 from service.config import Settings, get_settings
 from service.errors import ArtifactError, InvalidInputError, LeaseLostError
-from service.jobs.extend import EXTEND_KEY, fetch_base_parts
+from service.jobs.base_set import fetch_base_parts
 from service.jobs.peers import job_threads, open_job_teacher, peer_processes
 from service.jobs.progress import JobProgress, RunContext, RunSignals
 from service.jobs.queue import enqueue_rq
@@ -295,16 +296,7 @@ class _Run:
         """Delete the job's stored checkpoint: after success or cancel it can never be resumed from."""
         try:
             with session_scope(self.factory) as session:
-                job = session.get(Job, self.job_id)
-                if job is None or job.checkpoint_artifact_id is None:
-                    return
-                artifact = session.get(Artifact, job.checkpoint_artifact_id)
-                job.checkpoint_artifact_id = None
-                if artifact is not None:
-                    session.delete(artifact)
-                    sha = artifact.sha256
-                else:
-                    sha = None
+                sha = drop_checkpoint(session=session, job_id=self.job_id)
             if sha is not None:
                 self.store.delete(sha)
         except Exception:  # cleanup only: a leftover checkpoint wastes space but harms nothing

@@ -22,11 +22,11 @@ import time
 import uuid
 from typing import Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from service.catalog.db import db_now, session_scope
-from service.catalog.leases import reap_exited_run, reap_lost_jobs
+from service.catalog.leases import fail_unstarted_job, reap_exited_run, reap_lost_jobs
 from service.catalog.models import Job, JobStatus
 from service.config import Settings, settings_env
 from service.jobs.queue import connect, enqueue_rq, rq_status
@@ -64,8 +64,7 @@ def recover_rq_jobs(settings: Settings, factory: sessionmaker[Session]) -> list[
             # A reaped job's RQ job belongs to the dead worker and still looks "started": never wait for it.
             status = None if job.id in requeued else rq_status(conn, job.rq_job_id)
             if status not in _RQ_ACTIVE:
-                enqueue_rq(settings, job, function=run_job)
-                job.updated_at = db_now(session)
+                enqueue_rq(settings, job, function=run_job, at=db_now(session))
                 enqueued.append(job.id)
     if enqueued:
         log.info("enqueued %d job(s) again that had no live RQ job: %s", len(enqueued), enqueued)
@@ -207,14 +206,7 @@ class InlineRunner(_Loop):
         n = self._start_failures[job_id] = self._start_failures.get(job_id, 0) + 1
         log.error("job %s: job process exited with %d before starting the job (%d time(s))", job_id, returncode, n)
         if n >= 3:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-                .values(
-                    status=JobStatus.failed.value,
-                    stage="failed",
-                    error=f"the job process exited with code {returncode} three times before it could start; "
-                    "see the API's log",
-                )
-            )
+            error = f"the job process exited with code {returncode} three times before it could start; "
+            error += "see the API's log"
+            fail_unstarted_job(session=session, job_id=job_id, error=error)
             del self._start_failures[job_id]

@@ -71,7 +71,7 @@ def queue_job(
     try:
         runner.enqueue(job)
     except QueueUnavailableError:
-        session.delete(job)
+        catalog.delete_job(session=session, job=job)
         session.commit()
         raise
     session.commit()  # the runner may have recorded where the job went (rq_job_id)

@@ -136,10 +136,10 @@ def test_the_document_states_the_constraints_the_server_enforces(spec: dict[str,
 
 def test_artifact_downloads_document_every_media_type_an_artifact_is_stored_with(spec: dict[str, Any]) -> None:
     from service.api.routes.artifacts import MEDIA_TYPES
-    from service.catalog import teachers
-    from service.jobs import progress, register
+    from service.catalog import checkpoints, teachers
+    from service.jobs import register
 
-    stored = {*teachers._MEDIA.values(), progress.CHECKPOINT, register.ONNX, register.JSON, "application/x-npz"}
+    stored = {*teachers._MEDIA.values(), checkpoints.CHECKPOINT, register.ONNX, register.JSON, "application/x-npz"}
     assert stored == set(MEDIA_TYPES)
     documented = spec["paths"]["/v1/artifacts/{sha256}"]["get"]["responses"]["200"]["content"]
     assert set(documented) == stored

@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
 
 JSON = "application/json"
 # Every media type an artifact row is stored with: teachers, datasets, factor set parts, manifests and reports,
-# checkpoints (service.catalog.teachers, .datasets, service.jobs.register, .progress).
+# checkpoints (service.catalog.teachers, .datasets, service.jobs.register, service.catalog.checkpoints).
 MEDIA_TYPES = (
     "application/onnx",
     JSON,
