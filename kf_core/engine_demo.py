@@ -20,7 +20,7 @@ from kf_core.ort import create_session
 from kf_core.pipeline import recipe_tasks, run_factorization, run_teacher_fit
 from kf_core.predict import predict_array
 from kf_core.progress_bar import ProgressBar
-from kf_core.recipes import Recipe
+from kf_core.recipes import Recipe, get_recipe
 from kf_core.teacher import load_teacher
 
 __all__ = ["DEMO_BUDGET", "demo_recipe", "run_demo", "varied_samples"]
@@ -33,8 +33,6 @@ DEMO_BUDGET: dict[str, dict[str, int]] = {"dsprites": {"samples": 20_000, "epoch
 
 def demo_recipe(name: str, *, epochs: int | None, samples: int | None, seed: int | None) -> Recipe:
     """The recipe ``kf demo`` runs: ``name`` with the demo budget, then the user's overrides on top."""
-    from kf_core.recipes import get_recipe
-
     budget = DEMO_BUDGET.get(name, {})
     recipe = get_recipe(name).with_overrides(
         epochs=epochs if epochs is not None else budget.get("epochs"),

@@ -48,10 +48,10 @@ def write_json(path: str | Path, doc: Mapping[str, Any]) -> Path:
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    import matplotlib  # imported here: slow to import, and only runs that draw plots need it
 
     matplotlib.use("Agg")  # headless: never try to open a window
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): pyplot picks its backend when first imported
 
     return plt
 

@@ -22,12 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kf_core.errors import ConfigError, InputShapeError, ModelFileError, UnknownOutputError
+from kf_core.export import export_module
 from kf_core.factor import NetSpec
 from kf_core.nets.base import Backbone
+from kf_core.ort import create_session
+from kf_core.parts import read_onnx
 from kf_core.shapes import check_input_shape
 
 __all__ = [
@@ -240,9 +246,6 @@ class OnnxTeacher(Teacher):
         class_names: Mapping[str, list[str]] | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
-        from kf_core.assemble import read_onnx
-        from kf_core.ort import create_session
-
         model = read_onnx(Path(path))
         known = [o.name for o in model.graph.output]
         kinds = {o.name: _output_kind(o) for o in model.graph.output}
@@ -339,8 +342,6 @@ class OnnxTeacher(Teacher):
 
 def _output_kind(value_info: Any) -> str:
     """``float`` for float tensors, else a word for what the output holds (``int64``, ``string``, ``sequence``)."""
-    import onnx
-
     t = value_info.type
     if t.HasField("tensor_type"):
         elem = t.tensor_type.elem_type
@@ -354,8 +355,6 @@ def _unzip_maps(model: Any) -> dict[str, str]:
     skl2onnx (default options) ends classifiers in ``ZipMap``, which turns the (N, K) probability tensor into a list
     of ``{class: probability}`` maps; the tensor is what distillation needs. Returns ``{graph output: tensor name}``.
     """
-    import onnx
-
     zipmaps = {n.output[0]: n for n in model.graph.node if n.op_type == "ZipMap" and n.output}
     renamed: dict[str, str] = {}
     for i, out in enumerate(list(model.graph.output)):
@@ -378,8 +377,6 @@ def _is_probability(v: np.ndarray) -> bool:
 
 def save_teacher(teacher: TorchTeacher, out_dir: str | Path, *, onnx: bool = True) -> Path:
     """Write ``teacher.json`` + ``teacher.safetensors`` (and ``teacher.onnx``) into ``out_dir``."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = dict(teacher.spec)
@@ -393,8 +390,6 @@ def save_teacher(teacher: TorchTeacher, out_dir: str | Path, *, onnx: bool = Tru
     save_file({k: v.contiguous() for k, v in teacher.net.state_dict().items()}, str(out / TEACHER_WEIGHTS))
     (out / TEACHER_SPEC).write_text(json.dumps(spec, indent=2))
     if onnx:
-        from kf_core.export import export_module
-
         sample = torch.zeros((2, *teacher.input_shape))
         export_module(
             teacher.net.cpu(), (sample,), out / TEACHER_ONNX, input_names=["x"], output_names=spec["onnx_outputs"]
@@ -403,9 +398,6 @@ def save_teacher(teacher: TorchTeacher, out_dir: str | Path, *, onnx: bool = Tru
 
 
 def _load_registry_teacher(spec_path: Path) -> TorchTeacher:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         spec = json.loads(spec_path.read_text())
         backbone_spec = NetSpec.from_json(spec["backbone"])
@@ -450,8 +442,6 @@ def load_teacher(
         raise ConfigError(f"unknown teacher format {format!r}; use 'onnx' or 'torchscript'")
     if format == "onnx" or (format is None and p.suffix == ".onnx"):
         if features is None:
-            from kf_core.assemble import read_onnx
-
             features = [o.name for o in read_onnx(p).graph.output if o.name.startswith("feat_")]
         teacher = OnnxTeacher(
             p,

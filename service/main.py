@@ -17,11 +17,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kf_core import errors as kf
+from kf_core.errors import KfError
 from service import errors
 from service.api.auth import Authenticator, required_scope
 from service.api.console import mount_console
@@ -76,8 +79,6 @@ _STATUS: list[tuple[type[Exception], int]] = [
 
 
 def _kf_core_status() -> list[tuple[type[Exception], int]]:
-    from kf_core import errors as kf
-
     return [
         (kf.ExportMismatchError, 500),
         (kf.TrainingCancelled, 409),
@@ -183,8 +184,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, plus the bodies routes parse themselves (``json_body``), less the 422 FastAPI adds to
     every route with parameters (/v2 answers those with 400), plus links between operations (``add_links``)."""
     if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
         schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
         components = schema.setdefault("components", {})
         components.setdefault("schemas", {}).update(body_schemas())
@@ -245,6 +244,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         warm = asyncio.create_task(app.state.runtime.warm_pins())
         grpc_server = None
         if settings.grpc_port is not None:  # the Open Inference Protocol over gRPC, on the same runtime
+            # Here, not at the top: grpc and the compiled protocol load only when KF_GRPC_PORT turns gRPC on.
             from service.api.oip_grpc.server import start_grpc
 
             grpc_server, app.state.grpc_port = await start_grpc(
@@ -285,7 +285,6 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
         paths=lambda: PathTable(app.openapi()),  # OPTIONS, 405 and 415 for every route, from what OpenAPI says
     )
     app.add_exception_handler(errors.ServiceError, _handle)
-    from kf_core.errors import KfError
 
     app.add_exception_handler(KfError, _handle)
     app.add_exception_handler(RequestValidationError, _handle_validation)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kf_core.accuracy import labelled_accuracy
@@ -190,8 +192,6 @@ def baseline_accuracy(
 
 def save_baseline(run: BaselineRun, out_dir: str | Path, *, key: str) -> Path:
     """Write ``baseline.safetensors`` and ``baseline.json``; ``key`` identifies what it was trained from."""
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(out / BASELINE_WEIGHTS))
@@ -214,9 +214,6 @@ def save_baseline(run: BaselineRun, out_dir: str | Path, *, key: str) -> Path:
 
 def load_baseline(out_dir: str | Path, *, key: str) -> BaselineRun | None:
     """The baseline saved in ``out_dir`` if it was trained from ``key``; None when absent or stale."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     out = Path(out_dir)
     try:
         doc: dict[str, Any] = json.loads((out / BASELINE_SPEC).read_text())

@@ -129,6 +129,7 @@ def dci_from_importance(importance: np.ndarray) -> dict[str, Any]:
 
 def lasso_importance(latents: np.ndarray, factors: np.ndarray, *, alpha: float | None = None) -> np.ndarray:
     """(latents, factors) importance matrix from per-factor lasso fits (see the module docstring)."""
+    # Imported here: sklearn.linear_model takes about a second to import and only this metric needs it.
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import Lasso
 

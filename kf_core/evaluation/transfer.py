@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from kf_core.data.base import ArrayDataset
 from kf_core.errors import ConfigError, ModelFileError, UnknownTaskError
@@ -121,7 +123,6 @@ def fit_transfer_factors(
         callbacks=callbacks,
         checkpoint=out / "checkpoint.pt",
     )
-    from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(out / TRANSFER_WEIGHTS))
@@ -145,9 +146,6 @@ def _load(
     input_shape: tuple[int, ...],
     output_sizes: Mapping[str, int],
 ) -> tuple[FactorNet, float] | None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         doc: dict[str, Any] = json.loads((out / TRANSFER_SPEC).read_text())
     except (OSError, ValueError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -117,8 +118,6 @@ class CatalogCollector(Collector):
             yield from self._redis()
 
     def _redis(self) -> Iterator[Metric]:
-        import redis
-
         up = GaugeMetricFamily("kf_redis_up", "1 if Redis answered this scrape")
         lengths = GaugeMetricFamily("kf_rq_queue_length", "Jobs in each RQ queue", labels=["queue"])
         try:

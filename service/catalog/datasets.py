@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from kf_core import dsprites_class_names, load_breast_cancer, load_npz, load_table, save_npz
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore, ArtifactWriter, StoredFile
 from service.catalog.models import Dataset
@@ -29,14 +30,10 @@ _INFLATE_FACTOR = 8
 def builtin_classes(name: str) -> dict[str, list[str]]:
     """Label columns and class names of a built-in dataset, without generating any data."""
     if name == "dsprites":
-        from kf_core import dsprites_class_names as class_names
-
-        return {k: list(v) for k, v in class_names().items()}
+        return {k: list(v) for k, v in dsprites_class_names().items()}
     if name == "digits":
         return {"digit": [str(d) for d in range(10)]}
     if name == "breast_cancer":
-        from kf_core import load_breast_cancer
-
         return {k: list(v) for k, v in load_breast_cancer(samples=1).classes.items()}  # reads a bundled CSV: ms
     raise InvalidInputError(f"unknown built-in dataset {name!r}; built-in datasets: breast_cancer, digits, dsprites")
 
@@ -58,8 +55,6 @@ def detect_kind(path: Path, filename: str) -> str:
 
 def inspect_dataset(path: Path, spec: DatasetSpec, *, max_bytes: int) -> DatasetInfo:
     """Validate an uploaded ``.npz`` against ``spec``; raise a 4xx error if it is unusable."""
-    from kf_core import load_npz
-
     try:
         with zipfile.ZipFile(path) as archive:
             inflated = sum(info.file_size for info in archive.infolist())
@@ -83,8 +78,6 @@ def inspect_dataset(path: Path, spec: DatasetSpec, *, max_bytes: int) -> Dataset
 
 def _table_to_npz(path: Path, kind: str, spec: DatasetSpec, store: ArtifactStore) -> tuple[DatasetInfo, StoredFile]:
     """Read a table as kf_core will and store the ``.npz`` it gives (what jobs read)."""
-    from kf_core import load_table, save_npz
-
     if not spec.labels:
         raise InvalidInputError(
             f"a {kind} table needs 'labels' in its spec: the names of its label columns (every other column is a "

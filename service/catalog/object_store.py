@@ -35,7 +35,7 @@ class RemoteObjects:
     """Objects under one fsspec URL prefix; keys are paths relative to it (``ab/abcd...``)."""
 
     def __init__(self, url: str, *, endpoint_url: str | None = None) -> None:
-        import fsspec
+        import fsspec  # here, not at the top: fsspec comes with the optional s3 extra (kf-service[s3])
 
         self.url = url.rstrip("/")
         self.endpoint_url = endpoint_url

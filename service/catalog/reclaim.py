@@ -11,6 +11,7 @@ from collections.abc import Collection
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.catalog import queries as catalog
 from service.catalog import retire
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.db import session_scope
@@ -48,8 +49,6 @@ def retire_dataset(
 
 
 def retire_name(session: Session, kind: str, key: uuid.UUID) -> str:
-    from service.catalog import queries as catalog
-
     if kind == "teacher":
         return catalog.get_teacher(session=session, teacher_id=key).name
     return catalog.get_dataset(session=session, dataset_id=key).name

@@ -12,8 +12,10 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import onnx
 from sqlalchemy.orm import Session
 
+from kf_core import TaskSpec, load_teacher, validate_tasks
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactWriter
 from service.catalog.models import Teacher
@@ -40,7 +42,6 @@ def detect_format(path: Path) -> str:
             "the uploaded file is a Python pickle; pickles are refused unread because loading one can run any code. "
             "Export the model with torch.jit.script (or trace) and torch.jit.save, or to ONNX"
         )
-    import onnx
 
     try:
         model = onnx.load_model(str(path), load_external_data=False)
@@ -68,8 +69,6 @@ def detect_format(path: Path) -> str:
 
 def _external_locations(model: Any) -> set[str]:
     """Locations of every tensor (initializers, sparse initializers, constants, subgraphs) stored outside the file."""
-    import onnx
-
     found: set[str] = set()
 
     def tensor(t: Any) -> None:
@@ -108,8 +107,6 @@ def open_teacher(
     class_names: dict[str, list[str]],
 ) -> KfTeacher:
     """Load a teacher file with kf_core's :func:`~kf_core.load_teacher`, the same way for validation and jobs."""
-    from kf_core import load_teacher
-
     if format == "torchscript" and (input_shape is None or not outputs):
         raise InvalidInputError(
             "a TorchScript teacher needs 'input_shape' (one sample's shape: [D] for vectors, [C, H, W] for images) "
@@ -127,8 +124,6 @@ def open_teacher(
 
 def inspect_teacher(path: Path, spec: TeacherSpec) -> TeacherInfo:
     """Validate the file at ``path`` against ``spec``; raise a 4xx error if the teacher is unusable."""
-    from kf_core import TaskSpec, validate_tasks
-
     fmt = detect_format(path)
     teacher = open_teacher(
         path,

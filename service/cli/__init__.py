@@ -29,6 +29,7 @@ from service.cli.engine import add_engine_commands
 from service.cli.evaluate import add_evaluate_command, cmd_evaluate
 from service.cli.factor_sets import add_factor_set_commands
 from service.cli.ops import add_ops_commands
+from service.errors import ServiceError
 
 __all__ = ["main"]
 
@@ -47,8 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # `kf factorize --nproc N` relaunches itself
-    from kf_core.errors import KfError
-    from service.errors import ServiceError
+    from kf_core.errors import KfError  # lazy: kf_core loads ONNX Runtime (~1 s); `kf --help` needs neither
 
     try:
         status: int = args.handler(args)

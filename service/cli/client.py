@@ -93,7 +93,7 @@ def add_client_commands(sub: Any) -> None:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, **kw: Any) -> Any:
-    import httpx
+    import httpx  # lazy: keeps `kf --help` and the engine commands fast
 
     try:
         headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}

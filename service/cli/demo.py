@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
+from tqdm.auto import tqdm
 
+from kf_core import ProgressBar, demo_recipe, epoch_text, load_split, run_teacher_fit, varied_samples
+from service.catalog.migrate import upgrade
 from service.config import Settings
+from service.main import create_app
 
 __all__ = ["job_bar", "job_request", "run_service_demo"]
 
@@ -38,9 +43,6 @@ def run_service_demo(
     seed: int | None = None,
     show: int = 4,
 ) -> dict[str, Any]:
-    from kf_core import ProgressBar, demo_recipe, run_teacher_fit, varied_samples
-    from service.catalog.migrate import upgrade
-
     started = time.perf_counter()
     # The embedded default: jobs run inline; their processes log warnings only, so the demo's own lines stay readable.
     settings = settings.model_copy(update={"redis_url": None, "log_level": "warning"})
@@ -105,8 +107,6 @@ def job_request(recipe: Any, teacher_id: str) -> dict[str, Any]:
 
 
 def _test_split(recipe: Any) -> Any:
-    from kf_core import load_split
-
     return load_split(recipe.data).test
 
 
@@ -120,8 +120,6 @@ def _ok(response: httpx.Response) -> Any:
 
 def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
     """Poll the job, drawing its progress, until it finishes; raise if it did not succeed."""
-    from tqdm.auto import tqdm
-
     bar = None
     while True:
         job: dict[str, Any] = _ok(api.get(f"/v1/jobs/{job_id}"))
@@ -142,8 +140,6 @@ def _follow(api: httpx.Client, job_id: str) -> dict[str, Any]:
 
 def job_bar(job: dict[str, Any]) -> tuple[int, str]:
     """``(steps done, epoch text)`` of the job's progress bar; both come from the step, so they always agree."""
-    from kf_core import epoch_text  # kf_core (torch) loads when the demo runs, so `kf --help` stays fast
-
     total, epochs = int(job["steps_total"] or 0), int(job["epochs"] or 0)
     # A succeeded job did every step, even when its last progress write (throttled) came before the last one.
     step = total if job["status"] == "succeeded" else int(job["step"] or 0)
@@ -153,10 +149,6 @@ def job_bar(job: dict[str, Any]) -> tuple[int, str]:
 @contextlib.contextmanager
 def _server(settings: Settings) -> Iterator[httpx.Client]:
     """The API on a free loopback port, in this process (its jobs run in child processes)."""
-    import uvicorn
-
-    from service.main import create_app
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

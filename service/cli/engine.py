@@ -118,12 +118,14 @@ def add_engine_commands(sub: Any) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> Any:
+    # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
     from kf_core import get_recipe
 
     return get_recipe(args.recipe).with_overrides(epochs=args.epochs, samples=args.samples, seed=args.seed)
 
 
 def _cmd_teacher_fit(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
     from kf_core import ProgressBar, run_teacher_fit
 
     report = run_teacher_fit(_recipe(args), args.out, callbacks=[ProgressBar("teacher")])
@@ -134,6 +136,7 @@ def _cmd_teacher_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_factorize(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
     from kf_core import DistConfig, ProgressBar, load_teacher, process_group, run_factorization
     from kf_core.errors import ConfigError
 
@@ -213,6 +216,7 @@ def _parts_dir(run_dir: Path) -> Path:
 
 
 def _cmd_assemble(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
     from kf_core import assemble_to_file, load_parts
 
     started = time.perf_counter()
@@ -222,6 +226,7 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
     from kf_core import predict_file
 
     print(json.dumps(predict_file(args.model, args.input, logits=args.logits), indent=2))
@@ -230,14 +235,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.engine:
+        # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
         from kf_core import demo_recipe, run_demo
 
         run_demo(demo_recipe(args.recipe, epochs=args.epochs, samples=args.samples, seed=args.seed), args.out)
         return 0
     if args.recipe != "dsprites":
+        # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
         from kf_core.errors import ConfigError
 
         raise ConfigError("the service demo runs the dsprites recipe; use --engine to run another recipe locally")
+    # lazy: keeps `kf --help` fast
     from service.cli.demo import run_service_demo
     from service.config import get_settings
 

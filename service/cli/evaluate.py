@@ -45,6 +45,7 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast (kf_core loads torch and ONNX Runtime)
     from kf_core import ProgressBar
     from kf_core.errors import ConfigError
     from kf_core.evaluation import EvalConfig, run_evaluation

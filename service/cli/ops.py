@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from service.errors import CatalogNotMigratedError
+
 __all__ = ["add_ops_commands"]
 
 
@@ -54,6 +56,7 @@ def add_ops_commands(sub: Any) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast (the server stack)
     import uvicorn
 
     from service.config import get_settings
@@ -66,10 +69,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"kf serve: error: {problem}", file=sys.stderr)
         return 2
+    # lazy: keeps `kf --help` fast
     from service.serving.providers import choose_provider
 
     provider = choose_provider(settings.device)  # KF_DEVICE=cuda without CUDA: refuse here, with the reason
     print(f"kf serve: predictions on {provider.name} ({provider.reason})")
+    # lazy: keeps `kf --help` fast
     from service.logs import configure_logging
 
     level = args.log_level or settings.log_level
@@ -92,10 +97,10 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def _bind_problem(host: str, settings: Any) -> str | None:
     """Why the server must not listen on ``host``: open access (no API keys) beyond this machine."""
+    # lazy: keeps `kf --help` fast
     from service.catalog.db import make_engine, make_sessionmaker
     from service.catalog.keys import has_active_keys
     from service.catalog.migrate import check_schema
-    from service.errors import CatalogNotMigratedError
 
     engine = make_engine(settings)
     try:
@@ -125,6 +130,7 @@ def _bind_problem(host: str, settings: Any) -> str | None:
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.catalog.keys import create_key
 
     with _session() as session:
@@ -136,6 +142,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(_args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.catalog.keys import list_keys
 
     with _session() as session:
@@ -149,6 +156,7 @@ def _cmd_keys_list(_args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.catalog.keys import revoke_key
 
     with _session() as session:
@@ -160,6 +168,7 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _session() -> Iterator[Any]:
+    # lazy: keeps `kf --help` fast
     from service.catalog.db import make_engine, make_sessionmaker
     from service.catalog.migrate import check_schema
     from service.config import get_settings
@@ -174,6 +183,7 @@ def _session() -> Iterator[Any]:
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.catalog.artifacts import open_store
     from service.catalog.db import make_engine, make_sessionmaker
     from service.catalog.gc import collect
@@ -196,6 +206,7 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.config import get_settings
     from service.jobs.worker import run_worker
     from service.logs import configure_logging
@@ -206,6 +217,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.catalog.migrate import upgrade
     from service.config import get_settings
 
@@ -215,6 +227,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_current(_args: argparse.Namespace) -> int:
+    # lazy: keeps `kf --help` fast
     from service.catalog.db import make_engine
     from service.catalog.migrate import current_revision, head_revision
     from service.config import get_settings

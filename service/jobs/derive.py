@@ -22,6 +22,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from kf_core import verify_factor_set
+from kf_core.errors import KfError
 from service.catalog import queries as catalog
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.datasets import builtin_classes
@@ -83,9 +85,6 @@ def import_run(
 ) -> FactorSet:
     """Register the run packed in ``archive`` (``parts/...`` and ``report.json``) as the next version of
     ``spec.name``, after verifying it like a job's output."""
-    from kf_core import verify_factor_set
-    from kf_core.errors import KfError
-
     teacher_id = spec.teacher_id
     teacher = _referenced(lambda: catalog.get_teacher(session=session, teacher_id=teacher_id))
     dataset = _dataset(session, spec)

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from kf_core import DataSpec, NetSpec, Recipe, TrainConfig, check_input_shape
+from kf_core.errors import KfError
 from service.catalog import queries as catalog
 from service.catalog.datasets import builtin_classes
 from service.catalog.models import EXTEND_KEY, Dataset, FactorSet, Job
@@ -63,9 +65,6 @@ def _dataset(session: Session, body: FactorSetExtend, base: FactorSet) -> Datase
 
 
 def _recipe(base: FactorSet, body: FactorSetExtend, teacher: Any, dataset: Dataset) -> dict[str, Any]:
-    from kf_core import DataSpec, Recipe, TrainConfig, check_input_shape
-    from kf_core.errors import KfError
-
     if not base.config or "factor" not in base.config:
         raise InvalidInputError(
             f"factor set {base.name}:{base.version} records no recipe (it was not made by a job); it cannot be extended"
@@ -92,8 +91,6 @@ def _recipe(base: FactorSet, body: FactorSetExtend, teacher: Any, dataset: Datas
         raise InvalidInputError("an extension trains in one process; drop 'processes'")
     factor = recipe.factor
     if "tsn" in ov.factor:
-        from kf_core import NetSpec
-
         factor = dataclasses.replace(factor, tsn=NetSpec.from_json(ov.factor["tsn"]))
     tasks = _tasks(body, recipe.tasks if same else (), teacher, dataset)  # type: ignore[arg-type]
     clash = sorted({t.name for t in tasks} & {f.task for f in base.factors})

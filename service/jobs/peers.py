@@ -22,7 +22,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from service.config import Settings, settings_env
+import torch
+
+from kf_core import DistConfig, Recipe, process_group, run_factorization
+from kf_core.errors import TrainingCancelled
+from service.catalog.teachers import open_teacher
+from service.config import Settings, get_settings, settings_env
+from service.logs import configure_logging
 
 __all__ = ["job_threads", "open_job_teacher", "peer_processes"]
 
@@ -36,8 +42,6 @@ def job_threads(settings: Settings, processes: int) -> int:
 
 def open_job_teacher(spec: Mapping[str, Any]) -> Any:
     """The job's teacher from its ``spec["teacher"]`` (path, format and the catalog row's fields), on any rank."""
-    from service.catalog.teachers import open_teacher
-
     t = spec["teacher"]
     return open_teacher(
         Path(t["path"]),
@@ -90,10 +94,6 @@ def peer_processes(settings: Settings, spec: Mapping[str, Any], work: Path, proc
 
 
 def _run_peer(spec_path: Path) -> int:
-    from kf_core import DistConfig, Recipe, process_group, run_factorization
-    from kf_core.errors import TrainingCancelled
-    from service.config import get_settings
-
     settings = get_settings()
     spec = json.loads(spec_path.read_text())
     group = DistConfig.from_torchrun_env(os.environ, timeout_s=settings.dist_timeout_s)
@@ -101,8 +101,6 @@ def _run_peer(spec_path: Path) -> int:
         print("service.peers runs under torchrun's variables (RANK, WORLD_SIZE, ...)", file=sys.stderr)
         return 2
     if settings.torch_threads:
-        import torch
-
         torch.set_num_threads(settings.torch_threads)
     recipe = Recipe.from_json(spec["recipe"])
     teacher = open_job_teacher(spec)
@@ -120,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m service.jobs.peers SPEC.json", file=sys.stderr)
         return 2
-    from service.config import get_settings
-    from service.logs import configure_logging
 
     configure_logging(level=get_settings().log_level)
     return _run_peer(Path(args[0]))

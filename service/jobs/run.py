@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -31,8 +32,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from kf_core import DistConfig, Recipe, process_group, run_extension, run_factorization
+from kf_core.errors import CheckpointError, KfError, TrainingCancelled
 from service.catalog import queries as catalog
 from service.catalog.artifacts import open_store
 from service.catalog.checkpoints import drop_checkpoint
@@ -56,6 +60,7 @@ from service.jobs.progress import JobProgress, RunContext, RunSignals
 from service.jobs.queue import enqueue_rq
 from service.jobs.register import register_factor_set
 from service.jobs.spec import ARTIFACT_PREFIX
+from service.logs import configure_logging
 
 __all__ = ["run_job"]
 
@@ -152,8 +157,6 @@ class _Run:
             shutil.rmtree(work, ignore_errors=True)
 
     def _outcome(self, lease: Lease) -> str:
-        from kf_core.errors import CheckpointError, KfError, TrainingCancelled
-
         try:
             with self._work_dir() as work:
                 self._execute(lease, work)
@@ -201,8 +204,6 @@ class _Run:
         return status.value
 
     def _execute(self, lease: Lease, work: Path) -> None:
-        from kf_core import DistConfig, Recipe, process_group, run_factorization
-
         self._stage(lease, "preparing")
         with self.factory() as session:
             job = catalog.get_job(session=session, job_id=self.job_id)
@@ -245,8 +246,6 @@ class _Run:
             return
         n = recipe.train.processes
         if self.settings.torch_threads or n > 1:
-            import torch
-
             torch.set_num_threads(job_threads(self.settings, n))
         # This process is rank 0 of the group (alone when n == 1): it keeps the lease, progress and registration.
         with peer_processes(self.settings, spec, work, n) as port:
@@ -265,17 +264,11 @@ class _Run:
         self, base: dict[str, Any], recipe: Any, teacher: Any, work: Path, run_dir: Path, progress: JobProgress
     ) -> dict[str, Any]:
         """Train the new tasks against the base set's frozen CKN; the report lists every task's metrics."""
-        import json
-
-        from kf_core import run_extension
-
         with self.factory() as session:
             old = fetch_base_parts(
                 session=session, store=self.store, factor_set_id=base["factor_set_id"], directory=work / "base"
             )
         if self.settings.torch_threads:
-            import torch
-
             torch.set_num_threads(self.settings.torch_threads)
         report = run_extension(recipe, teacher, work / "base", run_dir, tasks=list(recipe.tasks), callbacks=[progress])
         report["tasks"] = {**old["tasks"], **report["tasks"]}  # the new version's metrics cover every task
@@ -288,8 +281,6 @@ class _Run:
             if touch_run(session=session, lease=lease, stage=stage).cancel_requested:
                 self.signals.cancel.set()
         if self.signals.cancel.is_set():
-            from kf_core.errors import TrainingCancelled
-
             raise TrainingCancelled(f"cancelled while {stage}")
 
     def drop_checkpoint(self) -> None:
@@ -322,8 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m service.jobs.run JOB_ID", file=sys.stderr)
         return 2
-    from service.config import get_settings
-    from service.logs import configure_logging
 
     configure_logging(level=get_settings().log_level)
     status = run_job(args[0])

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kf_core import DataSpec, load_split
 from service.catalog.artifacts import ArtifactStore
 from service.catalog.models import FactorSet
 from service.errors import InvalidInputError
@@ -64,8 +65,6 @@ def factor_set_samples(
 
 def _test_split(fs: FactorSet, store: ArtifactStore, work_dir: Path) -> tuple[Any, tuple[float, float]]:
     """The test split (an ``ArrayDataset``) and the range of its values, from the cache or rebuilt."""
-    from kf_core import DataSpec, load_split
-
     doc = dict(fs.config.get("data") or {})
     if not doc:
         raise InvalidInputError(f"factor set {fs.name}:{fs.version} records no data spec; it has no samples to offer")

@@ -11,6 +11,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from kf_core import (
+    DataSpec,
+    FactorConfig,
+    Recipe,
+    TaskSpec,
+    TrainConfig,
+    check_input_shape,
+    get_recipe,
+    list_recipes,
+    select_tasks,
+    validate_tasks,
+)
+from kf_core.errors import KfError, UnknownRecipeError
 from service.catalog.models import Dataset, Teacher
 from service.errors import InvalidInputError
 from service.schemas import JobCreate
@@ -23,8 +36,6 @@ _DATA_TUNABLE = ("samples", "seed", "test_fraction", "split_seed", "labels")
 
 def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> dict[str, Any]:
     """The recipe JSON (tasks included) for ``job_in``; raises a 4xx error for anything that cannot run."""
-    from kf_core import DataSpec, FactorConfig, Recipe, TrainConfig
-
     base = _base_recipe(job_in, dataset)
     ov = job_in.overrides
     data = _data_json(base.data.to_json() if base.data.source == dataset.source else {}, dataset, ov.data, ov.samples)
@@ -55,9 +66,6 @@ def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> 
 
 
 def _base_recipe(job_in: JobCreate, dataset: Dataset) -> Any:
-    from kf_core import Recipe, get_recipe, list_recipes
-    from kf_core.errors import UnknownRecipeError
-
     if job_in.recipe is None:
         if dataset.source not in list_recipes():
             raise InvalidInputError(
@@ -110,8 +118,6 @@ def _data_json(
 
 
 def _tasks(job_in: JobCreate, recipe_tasks: tuple[Any, ...], teacher: Teacher, dataset: Dataset) -> list[Any]:
-    from kf_core import TaskSpec, select_tasks, validate_tasks
-
     # The teacher's own task list wins; then the recipe's; then one task per teacher output.
     known = [TaskSpec.from_json(t) for t in teacher.tasks] or list(recipe_tasks)
     known = known or [TaskSpec(name=o, output=o) for o in teacher.output_sizes]
@@ -143,8 +149,6 @@ def _tasks(job_in: JobCreate, recipe_tasks: tuple[Any, ...], teacher: Teacher, d
 
 
 def _check_fit(teacher: Teacher, dataset: Dataset) -> None:
-    from kf_core import check_input_shape
-
     check_input_shape(
         teacher.input_shape, dataset.input_shape, what=f"teacher {teacher.name!r}", data=f"dataset {dataset.name!r}"
     )
@@ -152,8 +156,6 @@ def _check_fit(teacher: Teacher, dataset: Dataset) -> None:
 
 def _check_nets(config: Any, dataset: Dataset) -> None:
     """Build the CKN and one TSN once: an unknown architecture or a bad keyword fails now, not in the worker."""
-    from kf_core.errors import KfError
-
     for role, spec in (("ckn", config.ckn), ("tsn", config.tsn)):
         try:
             spec.build(input_shape=[int(v) for v in dataset.input_shape], feature_dim=config.feature_dim)

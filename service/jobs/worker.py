@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import redis
 from rq import Queue, Worker
 
 from service.catalog.db import make_engine, make_sessionmaker
@@ -87,8 +88,6 @@ def run_worker(
     max_jobs: int | None = None,
 ) -> bool:
     """Run a worker until stopped (or, with ``burst``, until the queues are empty). Returns whether it worked."""
-    import redis
-
     if settings is not None:
         # Work horses read their settings from the environment (service.jobs.run.run_job): make them these.
         os.environ.update(settings_env(settings))

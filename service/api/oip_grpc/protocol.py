@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from grpc_tools import protoc
 
 __all__ = ["PROTO", "SERVICE", "Protocol", "protocol"]
 
@@ -39,8 +40,6 @@ class Protocol:
 @functools.cache
 def protocol() -> Protocol:
     """The protocol's messages and methods, compiled from :data:`PROTO` once per process."""
-    from grpc_tools import protoc
-
     with tempfile.TemporaryDirectory(prefix="kf-proto-") as tmp:
         out = Path(tmp) / "inference.pb"
         code = protoc.main(["protoc", f"-I{PROTO.parent}", f"--descriptor_set_out={out}", PROTO.name])
