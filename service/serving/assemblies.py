@@ -39,7 +39,7 @@ from service.serving.resident import OutputInfo, group_heads
 if TYPE_CHECKING:
     from service.serving.runtime import RuntimeStats
 
-__all__ = ["AssemblyBuilder", "CacheKey", "Entry"]
+__all__ = ["AssemblyBuilder", "CacheKey", "LoadedAssembly"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,9 @@ CacheKey = tuple[uuid.UUID, tuple[str, ...], bool, str]  # (factor set id, tasks
 
 
 @dataclass
-class Entry:
-    """A ready assembly: its catalog row, its session and its batcher."""
+class LoadedAssembly:
+    """A fused assembly loaded for serving: the id of its catalog row (:class:`~service.catalog.models.Assembly`),
+    its ONNX Runtime session and its batcher."""
 
     key: CacheKey
     assembly_id: uuid.UUID
@@ -77,7 +78,7 @@ class Entry:
 
 
 class AssemblyBuilder:
-    """Builds the :class:`Entry` of a task subset (called on the runtime's build threads)."""
+    """Builds the :class:`LoadedAssembly` of a task subset (called on the runtime's build threads)."""
 
     def __init__(
         self,
@@ -100,7 +101,7 @@ class AssemblyBuilder:
     def close(self) -> None:
         self._store_pool.shutdown(wait=False, cancel_futures=True)
 
-    def build(self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool) -> Entry:
+    def build(self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool) -> LoadedAssembly:
         started = time.perf_counter()
         tasks_key = ",".join(sorted(names))
         with self._factory() as session:
@@ -170,7 +171,7 @@ def entry_from_session(
     size: int,
     source: str,
     session: Any,
-) -> Entry:
+) -> LoadedAssembly:
     desc = describe_assembly(session)
     outputs: list[OutputInfo] = []
     for head in desc.heads:
@@ -180,7 +181,7 @@ def entry_from_session(
             OutputInfo(head.logits, head.name, "logits", head.class_names),
             OutputInfo(head.probs, head.name, "probs", head.class_names),
         ]
-    return Entry(
+    return LoadedAssembly(
         key=key,
         assembly_id=assembly_id,
         factor_set=fs,

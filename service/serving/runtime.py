@@ -43,13 +43,14 @@ from kf_core import FactorParts, assemble_session, check_batch
 from service.catalog.artifacts import ArtifactStore
 from service.config import Settings
 from service.errors import InvalidInputError
-from service.serving.assemblies import AssemblyBuilder, CacheKey, Entry
+from service.serving.assemblies import AssemblyBuilder, CacheKey, LoadedAssembly
 from service.serving.batching import MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
 
-__all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]  # Entry: see assemblies
+# LoadedAssembly is defined in service.serving.assemblies; re-exported here, where callers meet it.
+__all__ = ["LoadedAssembly", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ class Runtime:
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
-        self._cache: OrderedDict[CacheKey, Entry] = OrderedDict()
-        self._inflight: dict[CacheKey, asyncio.Task[Entry]] = {}
+        self._cache: OrderedDict[CacheKey, LoadedAssembly] = OrderedDict()
+        self._inflight: dict[CacheKey, asyncio.Task[LoadedAssembly]] = {}
         self._pinned: set[CacheKey | ResidentKey] = set()
         self._resident: OrderedDict[ResidentKey, ResidentSet] = OrderedDict()
         self._loading: dict[ResidentKey, asyncio.Task[ResidentSet]] = {}
@@ -280,9 +281,9 @@ class Runtime:
         return resident
 
     # ----------------------------------------------------------------- assemblies
-    async def assembly(
+    async def load_assembly(
         self, ref: str | FactorSetInfo, tasks: Sequence[str] | None = None, *, combined: bool = False
-    ) -> tuple[Entry, str]:
+    ) -> tuple[LoadedAssembly, str]:
         """The ready entry for a task subset, and how it was found: ``hit``, ``miss`` (built) or ``shared``."""
         fs = ref if isinstance(ref, FactorSetInfo) else await self.resolve(ref)
         names = fs.canonical_tasks(tasks)
@@ -304,7 +305,7 @@ class Runtime:
 
     async def _build_and_insert(
         self, key: CacheKey, fs: FactorSetInfo, names: tuple[str, ...], combined: bool
-    ) -> Entry:
+    ) -> LoadedAssembly:
         loop = asyncio.get_running_loop()
         try:
             entry = await loop.run_in_executor(self._build_pool, self._builder.build, key, fs, names, combined)
@@ -320,12 +321,12 @@ class Runtime:
         self._insert(entry)
         return entry
 
-    async def infer(self, entry: Entry, x: np.ndarray) -> list[np.ndarray]:
+    async def infer(self, entry: LoadedAssembly, x: np.ndarray) -> list[np.ndarray]:
         """The entry's outputs (in ``entry.outputs`` order) for a validated batch, micro-batched."""
         assert entry.batcher is not None
         return await entry.batcher.submit(x)
 
-    def check_batch(self, x: np.ndarray, target: Entry | Route) -> np.ndarray:
+    def check_batch(self, x: np.ndarray, target: LoadedAssembly | Route) -> np.ndarray:
         """``x`` as float32 if it fits the input and ``KF_MAX_BATCH``, else a clear error."""
         x = check_batch(x, target.input_shape)
         if len(x) > self.settings.max_batch:
@@ -348,7 +349,7 @@ class Runtime:
             self._pinned.add((fs.id, self.provider.name))
         self.pins_ready = True
 
-    def entries(self) -> list[Entry]:
+    def entries(self) -> list[LoadedAssembly]:
         return list(self._cache.values())
 
     def close(self) -> None:
@@ -361,7 +362,7 @@ class Runtime:
     def _count_batch(self, _requests: int, rows: int) -> None:
         self.stats.batch_rows[rows] = self.stats.batch_rows.get(rows, 0) + 1
 
-    def _insert(self, entry: Entry) -> None:
+    def _insert(self, entry: LoadedAssembly) -> None:
         self._cache[entry.key] = entry
         self._enforce_budget(keep=entry.key)
 

@@ -15,7 +15,7 @@ import orjson
 from kf_core import prediction_json
 from service.errors import InvalidInputError
 from service.schemas import AssemblyOutput, AssemblyPublic, FactorSetBrief, PredictRequest, TensorSpec
-from service.serving.assemblies import Entry
+from service.serving.assemblies import LoadedAssembly
 from service.serving.runtime import Route, Runtime
 
 __all__ = ["assembly_public", "decode_inputs", "predict", "predictions_json"]
@@ -89,7 +89,7 @@ def _read_npy(raw: bytes) -> np.ndarray:
     return array
 
 
-def assembly_public(entry: Entry, state: str, runtime: Runtime) -> AssemblyPublic:
+def assembly_public(entry: LoadedAssembly, state: str, runtime: Runtime) -> AssemblyPublic:
     fs = entry.factor_set
     return AssemblyPublic(
         id=entry.assembly_id,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kf_core import COMBINED
 from service.errors import InvalidInputError
-from service.serving.assemblies import Entry
+from service.serving.assemblies import LoadedAssembly
 from service.serving.refs import FactorSetInfo
 from service.serving.runtime import Route, Runtime
 
@@ -302,7 +302,7 @@ def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
 
 
 def output_arrays(
-    entry: Entry | Route, outputs: list[np.ndarray], names: list[str]
+    entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: list[str]
 ) -> list[tuple[str, str, np.ndarray]]:
     """(name, datatype, little-endian array) of each output in ``names``; ``label_*`` from the probabilities."""
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
@@ -317,7 +317,7 @@ def output_arrays(
 
 
 def encode_outputs(
-    entry: Entry | Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
+    entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
 ) -> tuple[list[dict[str, Any]], bytes]:
     """Response tensors for ``names``, and the bytes of those sent as binary tensor data (little-endian, in
     order), which then carry ``binary_data_size`` instead of ``data``."""

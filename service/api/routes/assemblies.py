@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/assemblies", tags=["serving"])
     responses=documented(404, 422, 500),
 )
 async def create_assembly(body: AssemblyCreate, runtime: RuntimeDep) -> AssemblyPublic:
-    entry, state = await runtime.assembly(body.factor_set, body.tasks, combined=body.combined)
+    entry, state = await runtime.load_assembly(body.factor_set, body.tasks, combined=body.combined)
     return assembly_public(entry, state, runtime)
 
 
@@ -35,7 +35,7 @@ async def create_assembly(body: AssemblyCreate, runtime: RuntimeDep) -> Assembly
 )
 async def get_assembly(assembly_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep) -> AssemblyPublic:
     row = await run_in_threadpool(_row, session, assembly_id)
-    entry, state = await runtime.assembly(str(row.factor_set_id), list(row.tasks), combined=row.combined)
+    entry, state = await runtime.load_assembly(str(row.factor_set_id), list(row.tasks), combined=row.combined)
     return assembly_public(entry, state, runtime)
 
 
