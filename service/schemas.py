@@ -202,7 +202,12 @@ class JobCreate(_In):
     dataset: str | None = Field(default=None, description="a built-in dataset: dsprites or digits")
     dataset_id: uuid.UUID | None = Field(default=None, description="an uploaded dataset (POST /v1/datasets)")
     recipe: str | dict[str, Any] | None = Field(
-        default=None, description="built-in recipe name or a full recipe object (default: the dataset's recipe)"
+        default=None,
+        description=(
+            "built-in recipe name (dsprites, digits, tabular) or a recipe object with at least 'factor'; default: "
+            "a built-in dataset's own recipe, for uploaded data one chosen from a sample's shape: 'tabular' for "
+            "vectors (D,), 'dsprites' for images (C, H, W) of at least 64 x 64, 'digits' otherwise"
+        ),
     )
     tasks: list[str | TaskIn] | None = Field(
         default=None,

@@ -28,7 +28,7 @@ from service.catalog.models import Dataset, Teacher
 from service.errors import InvalidInputError
 from service.schemas import JobCreate
 
-__all__ = ["ARTIFACT_PREFIX", "resolve_recipe"]
+__all__ = ["ARTIFACT_PREFIX", "default_recipe_name", "resolve_recipe"]
 
 ARTIFACT_PREFIX = "artifact:"  # data.path of uploaded datasets: the worker swaps in a verified local copy
 _DATA_TUNABLE = ("samples", "seed", "test_fraction", "split_seed", "labels")
@@ -67,12 +67,9 @@ def resolve_recipe(*, job_in: JobCreate, teacher: Teacher, dataset: Dataset) -> 
 
 def _base_recipe(job_in: JobCreate, dataset: Dataset) -> Any:
     if job_in.recipe is None:
-        if dataset.source not in list_recipes():
-            raise InvalidInputError(
-                f"a job on the uploaded dataset {dataset.name!r} needs 'recipe': a built-in recipe name "
-                f"({', '.join(list_recipes())}) or a recipe object"
-            )
-        return get_recipe(dataset.source)
+        if dataset.source in list_recipes():
+            return get_recipe(dataset.source)
+        return get_recipe(default_recipe_name([int(v) for v in dataset.input_shape]))
     if isinstance(job_in.recipe, str):
         if job_in.recipe not in list_recipes():  # get_recipe would also read files: never from a request
             raise UnknownRecipeError("recipe", job_in.recipe, list_recipes())
@@ -90,6 +87,21 @@ def _base_recipe(job_in: JobCreate, dataset: Dataset) -> Any:
     doc.setdefault("data", placeholder["data"])
     doc.setdefault("teacher", placeholder["teacher"])
     return Recipe.from_json(doc)
+
+
+def default_recipe_name(sample_shape: list[int]) -> str:
+    """The built-in recipe a job on uploaded data runs when it names none, chosen from one sample's shape.
+
+    Vectors ``(D,)`` (tabular features, embeddings) get ``tabular`` (MLP CKN and TSNs); images ``(C, H, W)`` of
+    at least 64 x 64 get ``dsprites`` (convolutional CKN and TSNs); anything else, small images included, gets
+    ``digits`` (MLPs over the flattened sample). Only the architectures and training settings come from the
+    recipe: the data, and the tasks (the teacher's outputs), always come from the job.
+    """
+    if len(sample_shape) == 1:
+        return "tabular"
+    if len(sample_shape) == 3 and min(sample_shape[1:]) >= 64:
+        return "dsprites"
+    return "digits"
 
 
 def _data_json(

@@ -135,8 +135,11 @@ def test_jobs_on_an_uploaded_npz_dataset(client: Any, tmp_path: Path) -> None:
     teacher_path = onnx_teacher_file(tmp_path / "bright.onnx", {"bright": 3, "half": 2})
     teacher = upload_teacher(client, teacher_path, {"name": "bright-half"}).json()
     body = {"teacher_id": teacher["id"], "dataset_id": ds.json()["id"]}
+    # No recipe: the built-in one for the sample shape, (1, 8, 8) images too small for the conv nets -> digits.
     r = client.post("/v1/jobs", json=body)
-    assert r.status_code == 422 and "needs 'recipe'" in r.json()["detail"]
+    assert r.status_code == 202, r.text
+    assert r.json()["recipe"]["name"] == "digits" and r.json()["recipe"]["factor"]["ckn"]["name"] == "mlp"
+    assert r.json()["recipe"]["data"]["source"] == "npz"
     r = client.post("/v1/jobs", json={**body, "recipe": "digits", "overrides": {"data": {"test_fraction": 0.25}}})
     assert r.status_code == 202, r.text
     data = r.json()["recipe"]["data"]
@@ -187,3 +190,26 @@ def test_unreachable_queue_is_a_503_and_leaves_no_job(tmp_path: Path, teacher_fi
         assert r.status_code == 503, r.text
         assert "unreachable" in r.json()["detail"]
         assert client.get("/v1/jobs").json()["count"] == 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "name"),
+    [
+        ([30], "tabular"),
+        ([384], "tabular"),
+        ([1, 8, 8], "digits"),
+        ([3, 16, 32], "digits"),
+        ([1, 64, 64], "dsprites"),
+        ([3, 32, 48], "digits"),
+        ([3, 64, 96], "dsprites"),
+        ([2, 10, 10, 10], "digits"),
+    ],
+)
+def test_the_default_recipe_for_uploaded_data_fits_the_sample_shape(shape: list[int], name: str) -> None:
+    from kf_core import get_recipe
+    from service.jobs.spec import default_recipe_name
+
+    assert default_recipe_name(shape) == name
+    factor = get_recipe(name).factor  # and its networks take that shape
+    for spec in (factor.ckn, factor.tsn):
+        spec.build(input_shape=shape, feature_dim=factor.feature_dim)

@@ -113,6 +113,23 @@ def test_vector_teacher_and_image_dataset_do_not_fit(client: Any, sk_digits: Skl
     assert "(1, 8, 8) (C, H, W)" in r.json()["detail"]
 
 
+def test_a_job_on_uploaded_vectors_without_a_recipe_runs_the_tabular_recipe(
+    client: Any, sk_digits: SklearnDigits
+) -> None:
+    teacher = upload_teacher(client, sk_digits.path, {"name": "sk-digits", "tasks": GROUPS})
+    assert teacher.status_code == 201, teacher.text
+    x = np.random.default_rng(0).normal(size=(40, 64)).astype(np.float32)
+    labels = np.arange(40) % 10
+    ds = _upload_dataset(client, "vectors", "v.npz", _npz(x=x, probabilities=labels))
+    assert ds.status_code == 201 and ds.json()["input_shape"] == [64], ds.text
+    r = client.post("/v1/jobs", json={"teacher_id": teacher.json()["id"], "dataset_id": ds.json()["id"]})
+    assert r.status_code == 202, r.text
+    recipe = r.json()["recipe"]
+    assert recipe["name"] == "tabular" and recipe["factor"]["ckn"]["name"] == "mlp", recipe
+    assert [t["name"] for t in recipe["tasks"]] == ["low", "high"]  # the teacher's tasks, not the recipe's
+    assert recipe["data"]["source"] == "npz"
+
+
 def _table() -> dict[str, list[Any]]:
     rng = np.random.default_rng(0)
     return {
