@@ -47,7 +47,7 @@ from service.serving.assemblies import AssemblyBuilder, CacheKey, Entry
 from service.serving.batching import MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
-from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
+from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route, task_pool
 
 __all__ = ["Entry", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]  # Entry: see assemblies
 
@@ -108,6 +108,7 @@ class Runtime:
             wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
         self.batch_wait_s = wait_ms / 1000
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
+        self._task_pool = task_pool(self.threads)  # a batch's task parts, side by side (CPU)
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
@@ -273,7 +274,12 @@ class Runtime:
 
     def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
         resident = ResidentSet.load(
-            self._parts(fs), fs, providers=self.provider.providers, threads=self.threads, stats=self.stats.parts
+            self._parts(fs),
+            fs,
+            providers=self.provider.providers,
+            threads=self.threads,
+            stats=self.stats.parts,
+            task_pool=self._task_pool,
         )
         if resident.provider != self.provider.name:
             log.warning("factor set %s runs on %s, not %s", fs.name, resident.provider, self.provider.name)
@@ -353,6 +359,7 @@ class Runtime:
 
     def close(self) -> None:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._task_pool.shutdown(wait=False, cancel_futures=True)
         self._build_pool.shutdown(wait=False, cancel_futures=True)
         self._builder.close()
         self._cache.clear()
