@@ -31,6 +31,7 @@ __all__ = [
     "import_onnxruntime",
     "optimize_for_cpu",
     "session_options",
+    "usable_cores",
 ]
 
 CPU = "CPUExecutionProvider"
@@ -71,7 +72,7 @@ def session_options(threads: int | None = None, *, optimize: bool = True) -> Any
     one intra-op pool parallelises each convolution better than running the small task branches side by side.
     """
     ort = import_onnxruntime()
-    n = threads if threads is not None else _usable_cores()
+    n = threads if threads is not None else usable_cores()
     if n < 1:
         raise ValueError(f"threads must be at least 1, got {n}")
     so = ort.SessionOptions()
@@ -151,7 +152,7 @@ def detach_weights(graph: onnx.GraphProto) -> dict[str, Any]:
     return detached
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     # The cores this process may run on (a container's CPU set), not the host's count.
     try:
         return max(1, len(os.sched_getaffinity(0)))

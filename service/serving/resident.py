@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,16 @@ from service.serving.batching import SharedBatcher
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
 
-__all__ = ["OutputInfo", "PartStats", "ResidentSet", "Route", "Span", "combined_class_names", "group_heads"]
+__all__ = [
+    "OutputInfo",
+    "PartStats",
+    "ResidentSet",
+    "Route",
+    "Span",
+    "combined_class_names",
+    "group_heads",
+    "task_pool",
+]
 
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
 _WINDOW = 256  # requests per look at which subset dominates
@@ -89,11 +99,20 @@ class ResidentSet:
     """The sessions of one factor set on one provider; :meth:`run` is called from one inference thread."""
 
     def __init__(
-        self, fs: FactorSetInfo, ckn: Any, tasks: dict[str, Any], *, size_bytes: int, device: str, gather: Any
+        self,
+        fs: FactorSetInfo,
+        ckn: Any,
+        tasks: dict[str, Any],
+        *,
+        size_bytes: int,
+        device: str,
+        gather: Any,
+        task_pool: Executor | None = None,
     ) -> None:
         self.factor_set = fs
         self._ckn = ckn
         self._tasks = tasks
+        self._task_pool = task_pool  # CPU: the batch's task parts run side by side on it (None: one after another)
         self.size_bytes = size_bytes  # each part's graph counted once
         self.provider = str(ckn.get_providers()[0])
         self._device = device
@@ -113,9 +132,19 @@ class ResidentSet:
 
     @classmethod
     def load(
-        cls, parts: FactorParts, fs: FactorSetInfo, *, providers: list[str], threads: int | None, stats: PartStats
+        cls,
+        parts: FactorParts,
+        fs: FactorSetInfo,
+        *,
+        providers: list[str],
+        threads: int | None,
+        stats: PartStats,
+        task_pool: Executor | None = None,
     ) -> ResidentSet:
-        """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all."""
+        """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all.
+
+        ``task_pool`` (CPU): where a batch's task parts run side by side, one thread each (see :func:`task_pool`).
+        """
 
         def session(model: onnx.ModelProto, threads: int | None) -> Any:
             return ort.create_session(
@@ -123,15 +152,24 @@ class ResidentSet:
             )
 
         ckn = session(parts.ckn, threads)
-        # Task parts run one intra-op thread: a mixed batch runs each of them over a few rows, where splitting
-        # the work between threads costs more than it saves (dsprites5, 2 cores, batches of 16 uniform subsets:
-        # 12 % more CPU per row than the fused graph with the parts on 2 threads, the same CPU with one).
+        # Task parts run one intra-op thread each, side by side on ``task_pool``: a mixed batch runs each of them
+        # over a few rows, where splitting one part's work between threads costs more than it saves (dsprites5,
+        # 2 cores, batches of 16 uniform subsets: 12 % more CPU per row than the fused graph with the parts on 2
+        # threads, the same CPU with one), while running different parts at once keeps every core busy.
         tasks = {name: session(parts.tasks[name], _TASK_THREADS) for name in fs.task_names}
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         on_cuda = str(ckn.get_providers()[0]) == CUDA
         rank = len(fs.input_spec["shape"])
         gather = ort.create_session(_gather_graph(rank), providers=providers) if on_cuda else None
-        resident = cls(fs, ckn, tasks, size_bytes=size, device="cuda" if on_cuda else "cpu", gather=gather)
+        resident = cls(
+            fs,
+            ckn,
+            tasks,
+            size_bytes=size,
+            device="cuda" if on_cuda else "cpu",
+            gather=gather,
+            task_pool=None if on_cuda else task_pool,
+        )
         warm = np.zeros((1, *(d or 1 for d in resident.input_shape[1:])), dtype=np.float32)
         everything = resident.route(tuple(fs.task_names), combined=False)
         resident.run(warm, [(0, 1, everything)])
@@ -198,11 +236,24 @@ class ResidentSet:
 
         # Per task, its logits and probabilities for the rows of the spans that asked for it (softmax once per
         # task over all those rows, not once per request), and where each such span's rows start in them.
-        heads: dict[str, tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
         one_row = n == len(spans)  # batch-1 requests: span i is row i
+        rows_of = {
+            name: None if len(ids) == len(spans) else _rows(spans, ids, one_row=one_row) for name, ids in wanted.items()
+        }
+
+        def head(name: str) -> tuple[np.ndarray, np.ndarray]:
+            logits = run_tasks(name, rows_of[name])
+            return logits, _softmax(logits)
+
+        pool = self._task_pool
+        if pool is not None and len(wanted) > 1:  # ORT and numpy release the GIL: the parts share the cores
+            futures = {name: pool.submit(head, name) for name in wanted}
+            computed = {name: f.result() for name, f in futures.items()}
+        else:
+            computed = {name: head(name) for name in wanted}
+        heads: dict[str, tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
         for name, span_ids in wanted.items():
-            rows = None if len(span_ids) == len(spans) else _rows(spans, span_ids, one_row=one_row)
-            logits = run_tasks(name, rows)
+            logits, probs = computed[name]
             s.task_runs[name] = s.task_runs.get(name, 0) + 1
             s.task_rows[name] = s.task_rows.get(name, 0) + len(logits)
             if one_row:
@@ -212,7 +263,7 @@ class ResidentSet:
                 for i in span_ids:
                     starts[i] = at
                     at += spans[i][1] - spans[i][0]
-            heads[name] = (logits, _softmax(logits), starts)
+            heads[name] = (logits, probs, starts)
         return _scatter(spans, heads)
 
     def _watch(self, spans: Sequence[Span]) -> None:
@@ -271,6 +322,13 @@ class ResidentSet:
             return out
 
         return run_tasks
+
+
+def task_pool(threads: int | None) -> ThreadPoolExecutor:
+    """The threads a batch's task parts run on, side by side (each part has one intra-op thread): as many as the
+    CKN's intra-op threads (``KF_INFER_THREADS``, default the usable cores). One pool serves every resident set:
+    batches run one at a time on the runtime's inference thread."""
+    return ThreadPoolExecutor(threads or ort.usable_cores(), thread_name_prefix="kf-task")
 
 
 def group_heads(outputs: Sequence[OutputInfo]) -> list[tuple[str, OutputInfo, OutputInfo]]:

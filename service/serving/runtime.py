@@ -47,7 +47,7 @@ from service.serving.assemblies import AssemblyBuilder, CacheKey, LoadedAssembly
 from service.serving.batching import MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
-from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
+from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route, task_pool
 
 # LoadedAssembly is defined in service.serving.assemblies; re-exported here, where callers meet it.
 __all__ = ["LoadedAssembly", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]
@@ -109,6 +109,7 @@ class Runtime:
             wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
         self.batch_wait_s = wait_ms / 1000
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
+        self._task_pool = task_pool(self.threads)  # a batch's task parts, side by side (CPU)
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
@@ -274,7 +275,12 @@ class Runtime:
 
     def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
         resident = ResidentSet.load(
-            self._parts(fs), fs, providers=self.provider.providers, threads=self.threads, stats=self.stats.parts
+            self._parts(fs),
+            fs,
+            providers=self.provider.providers,
+            threads=self.threads,
+            stats=self.stats.parts,
+            task_pool=self._task_pool,
         )
         if resident.provider != self.provider.name:
             log.warning("factor set %s runs on %s, not %s", fs.name, resident.provider, self.provider.name)
@@ -354,6 +360,7 @@ class Runtime:
 
     def close(self) -> None:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._task_pool.shutdown(wait=False, cancel_futures=True)
         self._build_pool.shutdown(wait=False, cancel_futures=True)
         self._builder.close()
         self._cache.clear()

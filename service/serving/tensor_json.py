@@ -49,7 +49,10 @@ def parse_array(text: bytes) -> np.ndarray | None:
     """The JSON array ``text`` (numbers, flat or rectangularly nested) as a float32 array, or ``None``."""
     try:
         values = orjson.loads(text)
-        array: np.ndarray = np.array(values, dtype=np.float32)  # each float64 rounded once, as the usual path does
+        if text[1:2] == b"[":  # nested: numpy finds the shape (and refuses a ragged one)
+            array: np.ndarray = np.array(values, dtype=np.float32)  # each float64 rounded once, as usual
+        else:  # flat (v2 ``data``): no shape to find, and fromiter skips np.array's walk over the list
+            array = np.fromiter(values, dtype=np.float32, count=len(values))
     except (orjson.JSONDecodeError, ValueError, TypeError):
         return None
     return array
