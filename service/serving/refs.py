@@ -8,6 +8,7 @@ forever (:func:`is_immutable_ref`), while a bare name follows new versions and a
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -49,7 +50,7 @@ class FactorSetInfo:
     manifest_sha256: str
     manifest_size: int
 
-    @property
+    @functools.cached_property  # read on every request; the tasks never change
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
 

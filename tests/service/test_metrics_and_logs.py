@@ -61,3 +61,23 @@ def test_every_response_carries_a_request_id_and_is_logged_once(client: Any, cap
     assert fields["duration_ms"] > 0
     record = json.loads(JsonFormatter().format(lines[0]))  # what a log shipper receives
     assert (record["level"], record["request_id"], record["route"]) == ("info", "trace-42", "/v1/jobs")
+
+
+def test_made_request_ids_are_unique_within_a_process_and_across_forked_workers(client: Any) -> None:
+    import os
+
+    from service.api import middleware
+
+    ids = {client.get("/v2/health/live").headers["x-request-id"] for _ in range(20)}
+    assert len(ids) == 20 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked worker: a prefix of its own
+        os.write(write, middleware._ID_PREFIX.encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert len(child) == 16 and child != middleware._ID_PREFIX
+    assert not any(i.startswith(child) for i in ids)
