@@ -32,7 +32,10 @@ from kf_core.parts import FORMAT, MANIFEST
 __all__ = ["EXPORT_ATOL", "drift", "export_factor_set", "export_module"]
 
 BATCH = "batch"  # the name of every input's and output's dynamic first axis
-EXPORT_ATOL = 1e-5  # how far an ONNX graph may drift from torch: atol x max(1, largest |output|), see drift()
+# 1e-4, not 1e-5: a trained dSprites task part (8 epochs, logits up to 8.8) exported with a max abs difference of
+# 9.97e-5 (1.1e-5 relative) from float32 convolutions computed in a different order by torch and ONNX Runtime, and
+# was refused. A real fault is orders of magnitude larger (weights moved by 1e-3 drift the logits by ~1e-2).
+EXPORT_ATOL = 1e-4  # how far an ONNX graph may drift from torch: atol x max(1, largest |output|), see drift()
 
 
 def drift(want: np.ndarray, have: np.ndarray) -> tuple[float, float]:

@@ -108,5 +108,5 @@ def test_an_assembled_graph_that_drifts_from_torch_is_not_registered(
         assert status == final["status"] == "failed"
         assert final["attempts"] == 1  # a retry would drift the same way
         assert final["error"].startswith("ExportMismatchError: assembly drift: the assembled graph's logits_")
-        assert "beyond the export tolerance 1e-05" in final["error"]
+        assert "beyond the export tolerance 0.0001" in final["error"]
         assert client.get("/v1/factor-sets").json()["count"] == 0
