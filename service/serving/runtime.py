@@ -360,7 +360,7 @@ class Runtime:
 
     def close(self) -> None:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
-        self._task_pool.shutdown(wait=False, cancel_futures=True)
+        self._task_pool.close()
         self._build_pool.shutdown(wait=False, cancel_futures=True)
         self._builder.close()
         self._cache.clear()
