@@ -15,6 +15,7 @@ from typing import Any
 __all__ = ["PathTable", "media_problem"]
 
 _PARAM = re.compile(r"\{[^}]+\}")
+_MEMO = 4096  # paths remembered with their templates (paths carry ids, so the memo is bounded)
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,24 @@ class PathTable:
             }
             pattern = re.compile("^" + "[^/]+".join(re.escape(part) for part in _PARAM.split(template)) + "$")
             self._paths.append(_Path(template, pattern, bodies))
+        # Every request asks about its path; trying every template's pattern on each costs more than the lookup
+        # (a prediction path asks the same question thousands of times a second).
+        self._memo: dict[str, list[_Path]] = {}
 
     def _matching(self, path: str) -> list[_Path]:
         """The templates ``path`` is an instance of, the most specific only: as OpenAPI says, a concrete path
         (``/v1/factor-sets/import``) is matched before a templated one (``/v1/factor-sets/{ref}``)."""
+        hit = self._memo.get(path)
+        if hit is not None:
+            return hit
         found = [p for p in self._paths if p.pattern.match(path)]
-        if not found:
-            return []
-        fewest = min(p.template.count("{") for p in found)
-        return [p for p in found if p.template.count("{") == fewest]
+        if found:
+            fewest = min(p.template.count("{") for p in found)
+            found = [p for p in found if p.template.count("{") == fewest]
+        if len(self._memo) >= _MEMO:
+            self._memo.clear()
+        self._memo[path] = found
+        return found
 
     def allowed(self, path: str) -> list[str] | None:
         """Every method of ``path`` (sorted, OPTIONS included); ``None``: not a path of the API."""

@@ -131,6 +131,20 @@ def test_options_and_405_list_every_method_of_the_path(client: Any) -> None:
     assert client.options("/v1/factor-sets/fs").headers["allow"] == "DELETE, GET, OPTIONS"
 
 
+def test_the_path_table_remembers_a_bounded_number_of_paths_with_the_same_answers(client: Any) -> None:
+    from service.api import paths
+
+    table = paths.PathTable(client.app.openapi())
+    asked = ["/v1/factor-sets/import", "/v1/factor-sets/fs", "/v2/models/m/infer", "/nowhere"]
+    first = [(table.allowed(p), table.media_types("POST", p)) for p in asked]
+    assert first[0] == (["OPTIONS", "POST"], first[0][1]) and first[3] == (None, ())
+    assert [(table.allowed(p), table.media_types("POST", p)) for p in asked] == first  # answered from the memo
+    for i in range(paths._MEMO + 10):  # paths carry ids: the memo never outgrows its bound
+        table.allowed(f"/v1/jobs/{i}")
+    assert len(table._memo) <= paths._MEMO
+    assert table.allowed("/v1/factor-sets/fs") == first[1][0]
+
+
 def test_every_404_hint_names_a_route_that_exists(client: Any) -> None:
     routes = {(m, re.sub(r"\{[^}]+\}", "{}", p)) for m, p, _ in _operations(client.app)}
     named = 0
