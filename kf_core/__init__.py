@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time the
         select_tasks,
         validate_tasks,
     )
-    from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher
+    from kf_core.teacher import OnnxTeacher, Teacher, TorchScriptTeacher, load_teacher, save_teacher, save_torchscript
     from kf_core.train import factorize, fit_teacher
     from kf_core.verify import verify_factor_set
 
@@ -90,6 +90,7 @@ _EXPORTS: dict[str, str] = {
     "Teacher": "kf_core.teacher",
     "load_teacher": "kf_core.teacher",
     "save_teacher": "kf_core.teacher",
+    "save_torchscript": "kf_core.teacher",
     # factorization
     "FactorConfig": "kf_core.factor",
     "FactorNet": "kf_core.factor",
@@ -204,6 +205,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "run_teacher_fit",
     "save_npz",
     "save_teacher",
+    "save_torchscript",
     "select_tasks",
     "validate_tasks",
     "varied_samples",

@@ -28,6 +28,9 @@ __all__ = ["DEMO_BUDGET", "demo_recipe", "run_demo", "varied_samples"]
 # The built-in recipes are sized for a ~10-minute reference run; the demo trains on a smaller budget unless the
 # user passes --samples/--epochs (which then apply to teacher and factorization alike). The teacher gets more
 # epochs than the factorization: a teacher that has not converged makes a confusing demo.
+# The CKN starts from the teacher's backbone where it has the backbone's architecture (dsprites): from random
+# weights, 4 epochs left pos_x 8 points behind the teacher (78.97-79.38 % vs 86.88 %, whatever the lr, KD weight or
+# TSN width); from the teacher every factor network matches or beats it (pos_x 87.25 %).
 DEMO_BUDGET: dict[str, dict[str, int]] = {"dsprites": {"samples": 20_000, "epochs": 4, "teacher_epochs": 8}}
 
 
@@ -42,6 +45,8 @@ def demo_recipe(name: str, *, epochs: int | None, samples: int | None, seed: int
     if epochs is None and "teacher_epochs" in budget:
         train = TrainConfig.from_json({**recipe.teacher.train.to_json(), "epochs": budget["teacher_epochs"]})
         recipe = dataclasses.replace(recipe, teacher=dataclasses.replace(recipe.teacher, train=train))
+    if (recipe.factor.ckn, recipe.factor.feature_dim) == (recipe.teacher.backbone, recipe.teacher.feature_dim):
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, ckn_init="teacher"))
     return recipe
 
 
@@ -88,6 +93,8 @@ def run_demo(recipe: Recipe, out_dir: str | Path, *, show: int = 4) -> dict[str,
     run_teacher_fit(recipe, out / "teacher", callbacks=[ProgressBar("teacher")])
     teacher = load_teacher(out / "teacher")
     print("2/4 factorizing it into a common-knowledge network and one task-specific network per task")
+    if recipe.train.ckn_init == "teacher":
+        print("    (the common-knowledge network starts from the teacher's backbone weights)")
     report = run_factorization(recipe, teacher, out / "factor", callbacks=[ProgressBar("factorize")], resume=False)
     print(f"    {'task':<12} {'teacher':>8} {'factor':>8}")
     for name, row in report["tasks"].items():

@@ -55,6 +55,10 @@ class TrainConfig:
     kd: str = "kl"  # "kl" (soft targets) or "mse" (logit matching); class-subset tasks always use "mse"
     infomax: str = "dv"  # "dv" (the paper's bound) or "infonce"
     label_smoothing: float = 0.1
+    # "random" (the paper's) or "teacher": the CKN starts from the teacher's backbone weights, which needs a CKN of
+    # the backbone's architecture and a teacher that keeps its modules (Teacher.backbone_state); a head start for
+    # short budgets such as kf demo's
+    ckn_init: str = "random"
     seed: int = 0
     checkpoint_every: int = 0  # also checkpoint every N steps (0: only at the end of each epoch)
     eval_every: int = 1  # evaluate on eval data every N epochs (0: never)
@@ -70,6 +74,7 @@ class TrainConfig:
             "schedule": self.schedule in ("cosine", "constant"),
             "kd": self.kd in ("kl", "mse"),
             "infomax": self.infomax in ("dv", "infonce"),
+            "ckn_init": self.ckn_init in ("random", "teacher"),
             "temperature": self.temperature > 0,
             "device": self.device in ("auto", "cpu", "cuda"),
             "processes": 1 <= self.processes <= 256,

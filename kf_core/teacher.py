@@ -45,6 +45,7 @@ __all__ = [
     "TorchTeacher",
     "load_teacher",
     "save_teacher",
+    "save_torchscript",
 ]
 
 TEACHER_SPEC = "teacher.json"
@@ -80,6 +81,12 @@ class Teacher:
     def check_input(self, shape: Sequence[int]) -> None:
         """Raise :class:`InputShapeError` unless data of per-sample ``shape`` fits this teacher."""
         check_input_shape(self.input_shape, shape, what="the teacher")
+
+    def backbone_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights of the teacher's backbone module (its heads excluded), where the teacher keeps its modules:
+        a CKN of the same architecture can start from them (``TrainConfig.ckn_init``). ``None`` for graphs that
+        do not (ONNX folds BatchNorm into the convolutions, for one)."""
+        return None
 
 
 def _pool(t: torch.Tensor) -> torch.Tensor:
@@ -143,6 +150,9 @@ class TorchTeacher(Teacher):
     def forward(self, x: torch.Tensor) -> TeacherOutput:
         logits, stages = self.net.forward_all(x.to(self._device))
         return TeacherOutput(logits=logits, features=[_pool(s) for s in stages])
+
+    def backbone_state(self) -> dict[str, torch.Tensor] | None:
+        return dict(self.net.backbone.state_dict())
 
 
 class TorchScriptTeacher(Teacher):
@@ -214,6 +224,11 @@ class TorchScriptTeacher(Teacher):
 
     def forward(self, x: torch.Tensor) -> TeacherOutput:
         return self._run(x.cpu())
+
+    def backbone_state(self) -> dict[str, torch.Tensor] | None:
+        """A module traced or scripted from a kf teacher (:class:`MultiHeadNet`) keeps its ``backbone``."""
+        backbone = getattr(self.module, "backbone", None)
+        return None if backbone is None else dict(backbone.state_dict())
 
 
 # Probability outputs are read as log(p + eps), which distill like logits (softmax gives p back, up to eps). The floor
@@ -460,3 +475,22 @@ def load_teacher(
     return TorchScriptTeacher(
         p, input_shape=input_shape, outputs=outputs, features=features or (), class_names=class_names
     )
+
+
+def save_torchscript(teacher: Teacher, path: str | Path) -> dict[str, Any]:
+    """Trace ``teacher``'s network (a teacher fitted by kf: :class:`TorchTeacher`) to a TorchScript file; returns
+    what loading it needs (``input_shape``, ``outputs`` as tuple positions, ``features``), e.g. for
+    ``POST /v1/teachers``. Unlike an ONNX export, the file keeps the backbone module, so a CKN of its architecture
+    can start from it (``TrainConfig.ckn_init``)."""
+    if not isinstance(teacher, TorchTeacher):
+        raise ConfigError(f"only a teacher fitted by kf can be traced to TorchScript, not a {type(teacher).__name__}")
+    net = teacher.net.cpu()
+    sample = torch.zeros((2, *teacher.input_shape))
+    traced = torch.jit.trace(net, sample)  # type: ignore[no-untyped-call]
+    torch.jit.save(traced, str(path))
+    heads = len(net.head_names)
+    return {
+        "input_shape": list(teacher.input_shape),
+        "outputs": {name: i for i, name in enumerate(net.head_names)},
+        "features": [heads + i for i in range(len(teacher.feature_dims))],
+    }

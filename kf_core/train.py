@@ -21,6 +21,7 @@ from kf_core import losses
 from kf_core.accuracy import factor_accuracy, labelled_accuracy
 from kf_core.data.base import ArrayDataset
 from kf_core.distributed import SINGLE, Dist
+from kf_core.errors import ConfigError
 from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.loop import Callback, TrainConfig, data_fingerprint, fingerprint, resolve_device, run_loop
 from kf_core.tasks import TaskSpec, task_labels, validate_tasks
@@ -33,6 +34,7 @@ __all__ = [
     "distillation_loss",
     "factorize",
     "fit_teacher",
+    "init_ckn_from_teacher",
     "labels_for",
     "run_defining_config",
     "teacher_targets",
@@ -82,6 +84,26 @@ class _Trainee(nn.Module):
 
 
 @torch.no_grad()
+def init_ckn_from_teacher(model: FactorNet, teacher: Teacher) -> None:
+    """Copy the teacher's backbone weights into the CKN (``TrainConfig.ckn_init == "teacher"``), or a clear error
+    unless the teacher keeps its backbone module with exactly the CKN's parameter names and shapes."""
+    state = teacher.backbone_state()
+    if state is None:
+        raise ConfigError(
+            f"ckn_init='teacher' needs a teacher that keeps its backbone module (fitted by kf, or TorchScript traced "
+            f"from one); this teacher ({type(teacher).__name__}) does not: use ckn_init='random'"
+        )
+    want = {k: tuple(v.shape) for k, v in model.ckn.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        differ = sorted(set(want) ^ set(have)) or sorted(k for k in want if want[k] != have[k])
+        raise ConfigError(
+            "ckn_init='teacher' needs a CKN of the teacher backbone's architecture; they differ at "
+            f"{', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}: use ckn_init='random'"
+        )
+    model.ckn.load_state_dict(state)
+
+
 def teacher_targets(
     teacher: Teacher, data: ArrayDataset, device: torch.device, batch: int = 512, dist: Dist = SINGLE
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -145,6 +167,8 @@ def factorize(
         num_classes={t.name: t.num_classes(teacher.output_sizes) for t in tasks},
         config=factor_config,
     )
+    if cfg.ckn_init == "teacher":
+        init_ckn_from_teacher(model, teacher)
     critic = InfoMaxCritic([f.shape[1] for f in t_feats], model.ckn.stage_dims)
     infomax = losses.infomax_loss if cfg.infomax == "dv" else losses.infonce_loss
 

@@ -160,3 +160,33 @@ def test_bad_train_config_is_named() -> None:
         TrainConfig(optimizer="adagrad")
     with pytest.raises(ConfigError, match="unknown training option"):
         TrainConfig.from_json({"epochz": 3})
+
+
+def test_the_ckn_can_start_from_the_teachers_backbone(teacher: TorchTeacher, tmp_path: Path) -> None:
+    from kf_core.factor import FactorConfig, FactorNet, NetSpec
+    from kf_core.teacher import TorchScriptTeacher, load_teacher, save_torchscript
+    from kf_core.train import init_ckn_from_teacher
+    from tests.factories import onnx_teacher_file
+
+    backbone = teacher.net.backbone
+    same = FactorConfig(ckn=NetSpec("mlp", {"hidden": [32, 32]}), tsn=NetSpec("mlp", {"hidden": [8]}), feature_dim=32)
+    sizes = teacher.output_sizes
+    model = FactorNet(input_shape=teacher.input_shape, tasks=TASKS, num_classes=sizes, config=same)
+    assert not _same_weights(model.ckn, backbone)
+    init_ckn_from_teacher(model, teacher)
+    assert _same_weights(model.ckn, backbone)
+    # a TorchScript file traced from a kf teacher keeps the backbone: the same weights come back from it
+    reading = save_torchscript(teacher, tmp_path / "teacher.pt")
+    script = TorchScriptTeacher(tmp_path / "teacher.pt", **reading)
+    assert script.output_sizes == sizes and len(script.feature_dims) == len(teacher.feature_dims)
+    state = script.backbone_state()
+    assert state is not None and all(torch.equal(state[k], v) for k, v in backbone.state_dict().items())
+    # another architecture, or a teacher without its modules: a clear refusal
+    other = FactorNet(input_shape=teacher.input_shape, tasks=TASKS, num_classes=sizes, config=tiny_factor_config())
+    with pytest.raises(ConfigError, match="architecture; they differ at"):
+        init_ckn_from_teacher(other, teacher)
+    onnx_teacher = load_teacher(onnx_teacher_file(tmp_path / "t.onnx", {"bright": 2, "half": 2}))
+    with pytest.raises(ConfigError, match=r"OnnxTeacher.*ckn_init='random'"):
+        init_ckn_from_teacher(model, onnx_teacher)
+    with pytest.raises(ConfigError, match="ckn_init"):
+        TrainConfig(ckn_init="pretrained")
