@@ -83,7 +83,6 @@ class _Trainee(nn.Module):
         return self.objective(self.model, self.critic, x, idx)
 
 
-@torch.no_grad()
 def init_ckn_from_teacher(model: FactorNet, teacher: Teacher) -> None:
     """Copy the teacher's backbone weights into the CKN (``TrainConfig.ckn_init == "teacher"``), or a clear error
     unless the teacher keeps its backbone module with exactly the CKN's parameter names and shapes."""
@@ -104,6 +103,7 @@ def init_ckn_from_teacher(model: FactorNet, teacher: Teacher) -> None:
     model.ckn.load_state_dict(state)
 
 
+@torch.no_grad()
 def teacher_targets(
     teacher: Teacher, data: ArrayDataset, device: torch.device, batch: int = 512, dist: Dist = SINGLE
 ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
