@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from onnx import helper
 
 from kf_core import COMBINED, FactorParts, combined_head, ort
 from service.serving.batching import SharedBatcher
+from service.serving.lanes import TaskPool, balance
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
 
@@ -38,10 +38,8 @@ __all__ = [
     "ResidentSet",
     "Route",
     "Span",
-    "TaskPool",
     "combined_class_names",
     "group_heads",
-    "task_pool",
 ]
 
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
@@ -145,7 +143,8 @@ class ResidentSet:
     ) -> ResidentSet:
         """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all.
 
-        ``task_pool`` (CPU): where a batch's task parts run side by side, one thread each (see :func:`task_pool`).
+        ``task_pool`` (CPU): where a batch's task parts run side by side, one thread each
+        (:mod:`service.serving.lanes`).
         """
 
         def session(model: onnx.ModelProto, threads: int | None) -> Any:
@@ -254,7 +253,7 @@ class ResidentSet:
             # part's cost grows with its rows). The calling thread runs the first group itself, so a batch costs one
             # hand-over per extra lane, not one per part (dsprites5, 16-row uniform batches: Python overhead per row
             # 13.7 -> 6.7 us, softmax moved into the parts' sessions included).
-            groups = _balance({name: n if rows is None else len(rows) for name, rows in rows_of.items()}, pool.lanes)
+            groups = balance({name: n if rows is None else len(rows) for name, rows in rows_of.items()}, pool.lanes)
             futures = [pool.executor.submit(run_group, g) for g in groups[1:]]
             run_group(groups[0])
             for f in futures:
@@ -333,37 +332,6 @@ class ResidentSet:
             return logits, probs
 
         return run_tasks
-
-
-@dataclass(frozen=True)
-class TaskPool:
-    """Where a batch's task parts run side by side on the CPU, one intra-op thread each: ``lanes`` groups of parts
-    at once, the calling (inference) thread running one group and ``executor``'s threads the others."""
-
-    executor: Executor | None  # None: one lane, the calling thread only
-    lanes: int
-
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def task_pool(threads: int | None) -> TaskPool:
-    """As many lanes as the CKN's intra-op threads (``KF_INFER_THREADS``, default the usable cores). One pool
-    serves every resident set: batches run one at a time on the runtime's inference thread."""
-    lanes = max(1, threads or ort.usable_cores())
-    executor = ThreadPoolExecutor(lanes - 1, thread_name_prefix="kf-task") if lanes > 1 else None
-    return TaskPool(executor, lanes)
-
-
-def _balance(rows: dict[str, int], lanes: int) -> list[list[str]]:
-    """The parts split into at most ``lanes`` groups of about equal rows (longest first, each to the lightest
-    group), the heaviest group first."""
-    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(min(lanes, len(rows)))]
-    for name in sorted(rows, key=rows.__getitem__, reverse=True):
-        i = min(range(len(groups)), key=lambda j: groups[j][0])
-        groups[i] = (groups[i][0] + rows[name], [*groups[i][1], name])
-    return [g for _, g in sorted(groups, key=lambda g: -g[0])]
 
 
 def group_heads(outputs: Sequence[OutputInfo]) -> list[tuple[str, OutputInfo, OutputInfo]]:

@@ -45,9 +45,10 @@ from service.config import Settings
 from service.errors import InvalidInputError
 from service.serving.assemblies import AssemblyBuilder, CacheKey, LoadedAssembly
 from service.serving.batching import MicroBatcher, SharedBatcher
+from service.serving.lanes import task_pool
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
-from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route, task_pool
+from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
 
 # LoadedAssembly is defined in service.serving.assemblies; re-exported here, where callers meet it.
 __all__ = ["LoadedAssembly", "OutputInfo", "Route", "Runtime", "RuntimeStats", "parse_pins"]

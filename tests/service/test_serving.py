@@ -574,13 +574,13 @@ def test_the_device_row_gather_picks_rows_of_x_and_z_c() -> None:
 
 
 def test_a_batch_s_task_parts_are_split_into_lanes_of_about_equal_rows() -> None:
-    from service.serving.resident import _balance, task_pool
+    from service.serving.lanes import balance, task_pool
 
-    groups = _balance({"a": 16, "b": 9, "c": 8, "d": 7, "e": 2}, 2)
+    groups = balance({"a": 16, "b": 9, "c": 8, "d": 7, "e": 2}, 2)
     assert sorted(n for g in groups for n in g) == ["a", "b", "c", "d", "e"]
     assert groups == [["a", "d"], ["b", "c", "e"]]  # 23 and 19 rows, the heaviest lane first
-    assert _balance({"a": 1, "b": 2}, 4) == [["b"], ["a"]]  # never an empty lane
-    assert _balance({"a": 5}, 2) == [["a"]]
+    assert balance({"a": 1, "b": 2}, 4) == [["b"], ["a"]]  # never an empty lane
+    assert balance({"a": 5}, 2) == [["a"]]
     one, three = task_pool(1), task_pool(3)
     try:  # the calling thread is a lane: one lane has no pool threads, three have two
         assert (one.lanes, one.executor) == (1, None)
