@@ -20,7 +20,14 @@ from kf_core.ort import import_onnxruntime as _import_onnxruntime
 _import_onnxruntime()  # fail now, with the fix in the message, rather than deep inside a run
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time they load on first use
-    from kf_core.assemble import assemble, assemble_bytes, assemble_session, assemble_to_file, load_parts
+    from kf_core.assemble import (
+        assemble,
+        assemble_bytes,
+        assemble_session,
+        assemble_to_file,
+        load_parts,
+        routed_graph,
+    )
     from kf_core.data import (
         ArrayDataset,
         DataSpec,
@@ -134,6 +141,7 @@ _EXPORTS: dict[str, str] = {
     "combined_head": "kf_core.tasks",
     "assemble_bytes": "kf_core.assemble",
     "assemble_session": "kf_core.assemble",
+    "routed_graph": "kf_core.assemble",
     "AssemblyDescription": "kf_core.predict",
     "describe_assembly": "kf_core.predict",
     "prediction_json": "kf_core.predict",
@@ -199,6 +207,7 @@ __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the tw
     "process_group",
     "register_net",
     "remove_tasks",
+    "routed_graph",
     "run_demo",
     "run_extension",
     "run_factorization",

@@ -10,6 +10,10 @@ Two products, one composition: :func:`assemble` gives the portable graph (weight
 storing; :func:`assemble_session` gives a ready ONNX Runtime session, built for speed from parts that ORT
 optimised once, their weights kept as ready OrtValues (see :mod:`kf_core.ort`). Both are checked with
 ``onnx.checker`` every time. This module must not import torch; a test checks that in a fresh interpreter.
+
+For serving many subsets at once, :func:`routed_graph` composes every task of the set into one graph whose task
+branches each run over the rows of the batch that a call names (``rows_<task>``): one batch mixing requests for
+different subsets is one ONNX Runtime call, the CKN run once over every row.
 """
 
 from __future__ import annotations
@@ -40,11 +44,13 @@ __all__ = [
     "assemble_to_file",
     "load_parts",
     "read_onnx",  # used by kf_core.teacher and kf_core.predict
+    "routed_graph",
 ]
 
 ASSEMBLY_FORMAT = "kf-assembly/1"  # the JSON description under metadata_props["kf_assembly"]
 _SHARED = frozenset({"x", "z_c"})  # tensors every part shares; never renamed
 _CKN = "_ckn/"
+ROWS = "rows_"  # routed graph: input ``rows_<task>``, the batch rows that task runs over
 
 
 def assemble(
@@ -120,6 +126,35 @@ def assemble_session(
     weights = {k: v for p in pieces for k, v in p.weights.items()}
     data = model.SerializeToString()
     return ort.create_session(data, options=ort.session_options(threads, optimize=False), external_weights=weights)
+
+
+def routed_graph(parts: FactorParts) -> bytes:
+    """Every task of ``parts`` in one checked graph, each task branch over rows of the batch chosen per call.
+
+    Inputs: ``x`` (the batch) and, per task, ``rows_<task>`` (int64 row indices into the batch, any order, empty
+    for a task nobody in the batch asked for). The CKN runs once over every row; each task branch gathers its rows
+    of ``x`` and ``z_c`` and outputs ``logits_<task>`` and ``probs_<task>`` for those rows, in the order given.
+    ONNX Runtime runs every node of a graph whatever outputs are asked for, so a task given no rows costs a
+    branch over an empty batch (microseconds), not a full one.
+    """
+    names = list(parts.task_names)
+    model = _header(parts, names, None, True, [parts.ckn, *(parts.tasks[n] for n in names)])
+    model.graph.name = "kf_routed"
+    _add_renamed(model.graph, parts.ckn.graph, _CKN, {})
+    for name in names:
+        rows, x, z_c = f"{ROWS}{name}", f"{name}/x", f"{name}/z_c"
+        model.graph.input.append(helper.make_tensor_value_info(rows, onnx.TensorProto.INT64, [f"rows_{name}"]))
+        model.graph.node.extend(
+            [
+                helper.make_node("Gather", ["x", rows], [x], axis=0, name=f"{name}/kf_rows_x"),
+                helper.make_node("Gather", ["z_c", rows], [z_c], axis=0, name=f"{name}/kf_rows_z_c"),
+            ]
+        )
+        _add_renamed(model.graph, parts.tasks[name].graph, f"{name}/", {"logits": f"logits_{name}", "x": x, "z_c": z_c})
+    _finish(model.graph, parts, names, None, True)
+    data: bytes = model.SerializeToString()
+    _check(data, names)
+    return data
 
 
 def _portable(
@@ -214,12 +249,15 @@ def _finish(
 
 
 def _add_renamed(graph: onnx.GraphProto, part: onnx.GraphProto, prefix: str, outputs: dict[str, str]) -> None:
-    """Append ``part``'s nodes and initializers with every name prefixed, except the shared inputs."""
+    """Append ``part``'s nodes and initializers with every name prefixed, except the shared inputs; ``outputs``
+    names what some tensors (the part's output, or a shared input) become instead."""
 
     def rename(s: str) -> str:
-        if s == "" or s in _SHARED:  # "" marks an omitted optional input
+        if s == "":  # marks an omitted optional input
             return s
-        return outputs.get(s) or prefix + s
+        if s in outputs:
+            return outputs[s]
+        return s if s in _SHARED else prefix + s
 
     for node in part.node:
         new = graph.node.add()

@@ -65,14 +65,6 @@ class RuntimeCollector(Collector):
         )
         yield CounterMetricFamily("kf_ckn_rows", "Rows through the CKN part", value=p.ckn_rows)
         yield CounterMetricFamily("kf_ckn_requests", "Requests answered by CKN runs", value=p.ckn_requests)
-        yield CounterMetricFamily(
-            "kf_fused_runs", "Batches of a dominant subset answered by its fused session", value=p.fused_runs
-        )
-        yield CounterMetricFamily(
-            "kf_fused_promotions",
-            "Dominant subsets given a fused session (at most one per factor set)",
-            value=p.promotions,
-        )
         task_runs = CounterMetricFamily("kf_task_part_runs", "Task part runs", labels=["task"])
         task_rows = CounterMetricFamily("kf_task_part_rows", "Rows through each task part", labels=["task"])
         for task, n in sorted(dict(p.task_runs).items()):

@@ -4,21 +4,22 @@
     route = resident.route(("shape", "scale"), combined=False)            # microseconds, nothing composed
     outputs = resident.run(x, [(0, len(x), route)])[0]                    # logits/probs per task, in order
 
-One ONNX Runtime session for the CKN part (``x -> z_c``) and one per task part (``(x, z_c) -> logits``), each
-created once from parts whose sha256 was verified (:func:`kf_core.parts.load_parts`). A batch may mix requests
-for different subsets: :meth:`ResidentSet.run` runs the CKN once over every row, then each task part over exactly
-the rows whose request asked for that task (x and z_c gathered by row), and scatters the logits back; softmax
-and the combined head are computed on the host from the logits, as the fused graph computes them.
+A batch may mix requests for different subsets: :meth:`ResidentSet.run` runs the CKN once over every row, then
+each task part over exactly the rows whose request asked for that task, and scatters the outputs back; the
+combined head is computed on the host from the logits, as the fused graph computes it. Every part's weights are
+loaded once, from parts whose sha256 was verified (:func:`kf_core.parts.load_parts`).
 
-On CUDA, x and z_c stay on the device between the CKN and the task parts (ORT IOBinding); rows are gathered on
-the device by a two-node Gather graph, so only the logits travel back to the host.
+On the CPU the set is one ONNX Runtime session over the routed graph (:func:`kf_core.routed_graph`: the CKN and
+every task part, each part over the rows named per call), so a mixed batch is one ORT call: one release of the
+GIL, however many tasks it holds. On CUDA there is one session for the CKN part (``x -> z_c``) and one per task
+part (``(x, z_c) -> logits, probs``); x and z_c stay on the device between them (ORT IOBinding), rows gathered
+on the device by a two-node Gather graph, so only the outputs travel back to the host.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +27,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from kf_core import COMBINED, FactorParts, combined_head, ort
+from kf_core import COMBINED, FactorParts, combined_head, ort, routed_graph
+from kf_core.assemble import ROWS
 from service.serving.batching import SharedBatcher
-from service.serving.lanes import TaskPool, balance
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
 
@@ -43,10 +44,8 @@ __all__ = [
 ]
 
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
-_WINDOW = 256  # requests per look at which subset dominates
-_TASK_THREADS = 1  # intra-op threads of each task part (see ResidentSet.load)
-_TASK_OUTPUTS = ["logits", "probs"]  # what a task part's session answers (see _with_probs)
-_DOMINANT = 0.8  # share of a window's requests that makes a subset worth a fused session of its own
+_TASK_OUTPUTS = ["logits", "probs"]  # what a task part's session answers on CUDA (see _with_probs)
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -90,9 +89,6 @@ class PartStats:
     ckn_requests: int = 0
     task_runs: dict[str, int] = field(default_factory=dict)
     task_rows: dict[str, int] = field(default_factory=dict)
-    fused_runs: int = 0  # batches answered by the dominant subset's fused session instead of the parts
-    fused_rows: int = 0
-    promotions: int = 0  # dominant subsets given a fused session
 
 
 class ResidentSet:
@@ -101,34 +97,28 @@ class ResidentSet:
     def __init__(
         self,
         fs: FactorSetInfo,
-        ckn: Any,
-        tasks: dict[str, Any],
         *,
         size_bytes: int,
-        device: str,
-        gather: Any,
-        task_pool: TaskPool | None = None,
+        routed: Any = None,
+        ckn: Any = None,
+        tasks: dict[str, Any] | None = None,
+        gather: Any = None,
     ) -> None:
         self.factor_set = fs
-        self._ckn = ckn
-        self._tasks = tasks
-        self._task_pool = task_pool  # CPU: the batch's task parts run side by side on it (None: one after another)
+        self._routed = routed  # CPU: the routed graph's session (every part, rows chosen per call)
+        self._ckn = ckn  # CUDA: the CKN part's session ...
+        self._tasks = tasks or {}  # ... each task part's ...
+        self._gather = gather  # ... and (x, z_c, rows) -> (x[rows], z_c[rows]) on the device
         self.size_bytes = size_bytes  # each part's graph counted once
-        self.provider = str(ckn.get_providers()[0])
-        self._device = device
-        self._gather = gather  # CUDA only: (x, z_c, rows) -> (x[rows], z_c[rows]) on the device
+        self.provider = str((routed or ckn).get_providers()[0])
+        self._device = "cpu" if routed is not None else "cuda"
         self.input_name = str(fs.input_spec.get("name", "x"))
         self.input_shape: list[int | None] = [None, *(int(d) for d in fs.input_spec["shape"][1:])]
         self._routes: dict[tuple[tuple[str, ...], bool], Route] = {}
+        self._all_rows = np.arange(0, dtype=np.int64)  # 0..n-1 for the largest batch so far (a task every row asked)
         self._lock = threading.Lock()
         self.stats = PartStats()
         self.batcher: SharedBatcher | None = None  # the runtime's queue for this set
-        # The dominant subset: when one route asks for most requests, a fused session for it (built off the request
-        # path by ``promote``) answers the batches that hold only that route. At most one per factor set.
-        self.promote: Callable[[Route], None] | None = None
-        self.fused: tuple[Route, Any] | None = None
-        self._promoting = False
-        self._recent: Counter[Route] = Counter()
 
     @classmethod
     def load(
@@ -139,38 +129,27 @@ class ResidentSet:
         providers: list[str],
         threads: int | None,
         stats: PartStats,
-        task_pool: TaskPool | None = None,
     ) -> ResidentSet:
-        """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all.
-
-        ``task_pool`` (CPU): where a batch's task parts run side by side, one thread each
-        (:mod:`service.serving.lanes`).
-        """
-
-        def session(model: onnx.ModelProto, threads: int | None) -> Any:
-            return ort.create_session(
-                model.SerializeToString(), providers=providers, options=ort.session_options(threads)
-            )
-
-        ckn = session(parts.ckn, threads)
-        # Task parts run one intra-op thread each, side by side on ``task_pool``: a mixed batch runs each of them
-        # over a few rows, where splitting one part's work between threads costs more than it saves (dsprites5,
-        # 2 cores, batches of 16 uniform subsets: 12 % more CPU per row than the fused graph with the parts on 2
-        # threads, the same CPU with one), while running different parts at once keeps every core busy.
-        tasks = {name: session(_with_probs(parts.tasks[name]), _TASK_THREADS) for name in fs.task_names}
+        """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all."""
+        options = ort.session_options(threads)
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
-        on_cuda = str(ckn.get_providers()[0]) == CUDA
-        rank = len(fs.input_spec["shape"])
-        gather = ort.create_session(_gather_graph(rank), providers=providers) if on_cuda else None
-        resident = cls(
-            fs,
-            ckn,
-            tasks,
-            size_bytes=size,
-            device="cuda" if on_cuda else "cpu",
-            gather=gather,
-            task_pool=None if on_cuda else task_pool,
-        )
+        resident: ResidentSet | None = None
+        if CUDA in providers:
+            ckn = ort.create_session(parts.ckn.SerializeToString(), providers=providers, options=options)
+            if str(ckn.get_providers()[0]) == CUDA:
+                tasks = {
+                    name: ort.create_session(
+                        _with_probs(parts.tasks[name]).SerializeToString(),
+                        providers=providers,
+                        options=ort.session_options(threads),
+                    )
+                    for name in fs.task_names
+                }
+                gather = ort.create_session(_gather_graph(len(fs.input_spec["shape"])), providers=providers)
+                resident = cls(fs, size_bytes=size, ckn=ckn, tasks=tasks, gather=gather)
+        if resident is None:  # the CPU (or CUDA asked for and not available)
+            routed = ort.create_session(routed_graph(parts), providers=[ort.CPU], options=options)
+            resident = cls(fs, size_bytes=size, routed=routed)
         warm = np.zeros((1, *(d or 1 for d in resident.input_shape[1:])), dtype=np.float32)
         everything = resident.route(tuple(fs.task_names), combined=False)
         resident.run(warm, [(0, 1, everything)])
@@ -212,10 +191,6 @@ class ResidentSet:
     # ----------------------------------------------------------------- running (the inference thread)
     def run(self, x: np.ndarray, spans: Sequence[Span]) -> list[list[np.ndarray]]:
         """Per span, its route's outputs for its rows: the CKN once over ``x``, each task over its rows only."""
-        self._watch(spans)
-        fused = self.fused
-        if fused is not None and all(route is fused[0] for _, _, route in spans):
-            return self._run_fused(fused[0], fused[1], x, spans)
         wanted: dict[str, list[int]] = {}
         for i, (_, _, route) in enumerate(spans):
             for name in route.tasks:
@@ -225,41 +200,12 @@ class ResidentSet:
         s.ckn_runs += 1
         s.ckn_rows += n
         s.ckn_requests += len(spans)
-        if self._device == "cuda":
-            run_tasks = self._cuda_runner(x)
-        else:
-            z_c = self._ckn.run(["z_c"], {"x": x})[0]
-
-            def run_tasks(name: str, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-                feed = {"x": x, "z_c": z_c} if rows is None else {"x": x[rows], "z_c": z_c[rows]}
-                logits, probs = self._tasks[name].run(_TASK_OUTPUTS, feed)
-                return logits, probs
-
-        # Per task, its logits and probabilities for the rows of the spans that asked for it (softmax in the part's
-        # session, once per task over all those rows), and where each such span's rows start in them.
         one_row = n == len(spans)  # batch-1 requests: span i is row i
         rows_of = {
             name: None if len(ids) == len(spans) else _rows(spans, ids, one_row=one_row) for name, ids in wanted.items()
         }
-        computed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-
-        def run_group(names: list[str]) -> None:
-            for name in names:
-                computed[name] = run_tasks(name, rows_of[name])
-
-        pool = self._task_pool
-        if pool is not None and pool.executor is not None and len(wanted) > 1:
-            # ORT releases the GIL, so the parts share the cores: one group of parts per lane, balanced by rows (a
-            # part's cost grows with its rows). The calling thread runs the first group itself, so a batch costs one
-            # hand-over per extra lane, not one per part (dsprites5, 16-row uniform batches: Python overhead per row
-            # 13.7 -> 6.7 us, softmax moved into the parts' sessions included).
-            groups = balance({name: n if rows is None else len(rows) for name, rows in rows_of.items()}, pool.lanes)
-            futures = [pool.executor.submit(run_group, g) for g in groups[1:]]
-            run_group(groups[0])
-            for f in futures:
-                f.result()
-        else:
-            run_group(list(wanted))
+        # Per task, its logits and probabilities for the rows of the spans that asked for it, in span order.
+        computed = self._run_routed(x, rows_of) if self._routed is not None else self._run_cuda(x, rows_of)
         heads: dict[str, tuple[np.ndarray, np.ndarray, dict[int, int]]] = {}
         for name, span_ids in wanted.items():
             logits, probs = computed[name]
@@ -275,34 +221,24 @@ class ResidentSet:
             heads[name] = (logits, probs, starts)
         return _scatter(spans, heads)
 
-    def _watch(self, spans: Sequence[Span]) -> None:
-        """Count requests per route; once per window, offer a route that holds most of them for promotion."""
-        if self.promote is None or self._promoting or self.fused is not None:
-            return
-        self._recent.update(route for _, _, route in spans)
-        total = self._recent.total()
-        if total < _WINDOW:
-            return
-        route, count = self._recent.most_common(1)[0]
-        self._recent.clear()
-        if count >= _DOMINANT * total:
-            self._promoting = True
-            self.promote(route)
+    def _run_routed(
+        self, x: np.ndarray, rows_of: dict[str, np.ndarray | None]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """One call of the routed graph: every task asked for over its rows, the others over none."""
+        if len(self._all_rows) < len(x):
+            self._all_rows = np.arange(len(x), dtype=np.int64)
+        feed = {"x": x}
+        for name in self.factor_set.task_names:
+            rows = rows_of.get(name, _NO_ROWS)
+            feed[ROWS + name] = self._all_rows[: len(x)] if rows is None else rows
+        names = list(rows_of)
+        outputs = self._routed.run([f"{k}_{name}" for name in names for k in _TASK_OUTPUTS], feed)
+        return {name: (outputs[2 * i], outputs[2 * i + 1]) for i, name in enumerate(names)}
 
-    def set_fused(self, route: Route, session: Any, *, size_bytes: int) -> None:
-        """Install the dominant route's fused session (from the building thread); the next batch uses it."""
-        self.fused = (route, session)
-        self.size_bytes += size_bytes
-        self.stats.promotions += 1
-
-    def _run_fused(self, route: Route, session: Any, x: np.ndarray, spans: Sequence[Span]) -> list[list[np.ndarray]]:
-        outputs = session.run([o.name for o in route.outputs], {self.input_name: x})
-        self.stats.fused_runs += 1
-        self.stats.fused_rows += len(x)
-        return [[o[a:b] for o in outputs] for a, b, _ in spans]
-
-    def _cuda_runner(self, x: np.ndarray) -> Any:
-        """x uploaded once, z_c computed and kept on the device; task parts read both there."""
+    def _run_cuda(
+        self, x: np.ndarray, rows_of: dict[str, np.ndarray | None]
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """x uploaded once, z_c computed and kept on the device; each task part reads its rows of both there."""
         onnxruntime = ort.import_onnxruntime()
         x_dev = onnxruntime.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(x), "cuda", 0)
         binding = self._ckn.io_binding()
@@ -310,14 +246,14 @@ class ResidentSet:
         binding.bind_output("z_c", "cuda", 0)
         self._ckn.run_with_iobinding(binding)
         z_dev = binding.get_outputs()[0]
-
-        def run_tasks(name: str, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        computed = {}
+        for name, rows in rows_of.items():
             xs, zs = x_dev, z_dev
             if rows is not None:
                 g = self._gather.io_binding()
                 g.bind_ortvalue_input("x", x_dev)
                 g.bind_ortvalue_input("z_c", z_dev)
-                g.bind_cpu_input("rows", rows.astype(np.int64))
+                g.bind_cpu_input("rows", rows)
                 g.bind_output("x_rows", "cuda", 0)
                 g.bind_output("z_rows", "cuda", 0)
                 self._gather.run_with_iobinding(g)
@@ -329,9 +265,8 @@ class ResidentSet:
                 tb.bind_output(out, "cpu")
             self._tasks[name].run_with_iobinding(tb)
             logits, probs = tb.copy_outputs_to_cpu()
-            return logits, probs
-
-        return run_tasks
+            computed[name] = (logits, probs)
+        return computed
 
 
 def group_heads(outputs: Sequence[OutputInfo]) -> list[tuple[str, OutputInfo, OutputInfo]]:

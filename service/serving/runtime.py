@@ -24,7 +24,6 @@ Building runs on a thread pool, inference on a one-thread executor (ORT parallel
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import threading
@@ -39,13 +38,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
-from kf_core import FactorParts, assemble_session, check_batch
+from kf_core import FactorParts, check_batch
 from service.catalog.artifacts import ArtifactStore
 from service.config import Settings
 from service.errors import InvalidInputError
 from service.serving.assemblies import AssemblyBuilder, CacheKey, LoadedAssembly
 from service.serving.batching import MicroBatcher, SharedBatcher
-from service.serving.lanes import task_pool
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
@@ -110,7 +108,6 @@ class Runtime:
             wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
         self.batch_wait_s = wait_ms / 1000
         self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
-        self._task_pool = task_pool(self.threads)  # a batch's task parts, side by side (CPU)
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
@@ -130,8 +127,7 @@ class Runtime:
 
     @property
     def cache_bytes(self) -> int:
-        """Bytes under ``KF_CACHE_BYTES``: each resident set's parts once (plus its dominant subset's fused session,
-        if it has one) and every cached fused assembly."""
+        """Bytes under ``KF_CACHE_BYTES``: each resident set's parts once and every cached fused assembly."""
         return sum(e.size_bytes for e in self._cache.values()) + sum(r.size_bytes for r in self._resident.values())
 
     # ----------------------------------------------------------------- factor sets
@@ -243,36 +239,10 @@ class Runtime:
             executor=self._infer_pool,
             on_batch=self._count_batch,
         )
-        resident.promote = lambda route: self._promote(resident, route)
         self._resident[key] = resident
         self.stats.resident_loads += 1
         self._enforce_budget(keep=key)
         return resident
-
-    def _promote(self, resident: ResidentSet, route: Route) -> None:
-        """Give a dominant subset its fused session, built on the build pool: the requests never wait for it."""
-        self._build_pool.submit(self._promote_sync, resident, route)
-
-    def _promote_sync(self, resident: ResidentSet, route: Route) -> None:
-        try:
-            parts = self._parts(resident.factor_set)
-            session = assemble_session(
-                parts,
-                list(route.tasks),
-                combined=route.combined,
-                providers=self.provider.providers,
-                threads=self.threads,
-            )
-        except Exception:  # the parts keep serving this subset; nothing is lost
-            log.exception("fused session for %s %s failed to build", resident.factor_set.name, route.tasks)
-            return
-        # Its weights are a second copy of the subset's parts (ORT-optimised pieces): counted against the budget.
-        size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in route.tasks)
-        resident.set_fused(route, session, size_bytes=size)
-        if self._loop is not None:  # the cache belongs to the event loop's thread: check the budget there
-            key: ResidentKey = (resident.factor_set.id, self.provider.name)
-            self._loop.call_soon_threadsafe(functools.partial(self._enforce_budget, keep=key))
-        log.info("dominant subset %s of %s now served by its fused session", route.tasks, resident.factor_set.name)
 
     def _load_resident_sync(self, fs: FactorSetInfo) -> ResidentSet:
         resident = ResidentSet.load(
@@ -281,7 +251,6 @@ class Runtime:
             providers=self.provider.providers,
             threads=self.threads,
             stats=self.stats.parts,
-            task_pool=self._task_pool,
         )
         if resident.provider != self.provider.name:
             log.warning("factor set %s runs on %s, not %s", fs.name, resident.provider, self.provider.name)
@@ -361,7 +330,6 @@ class Runtime:
 
     def close(self) -> None:
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
-        self._task_pool.close()
         self._build_pool.shutdown(wait=False, cancel_futures=True)
         self._builder.close()
         self._cache.clear()

@@ -18,13 +18,14 @@ import pytest
 import torch
 
 from kf_core import parts as parts_module
-from kf_core.assemble import assemble, assemble_session, assemble_to_file, load_parts, read_onnx
+from kf_core.assemble import assemble, assemble_session, assemble_to_file, load_parts, read_onnx, routed_graph
 from kf_core.errors import ConfigError, EmptyTaskListError, ModelFileError, UnknownTaskError
-from kf_core.factor import FactorNet
+from kf_core.export import export_factor_set
+from kf_core.factor import FactorConfig, FactorNet, NetSpec
 from kf_core.ort import create_session
 from kf_core.parts import FactorParts
 from kf_core.predict import describe_assembly, predict_array, prediction_json
-from kf_core.tasks import check_task_names
+from kf_core.tasks import TaskSpec, check_task_names
 
 FactorSet = tuple[Path, dict[str, Any]]
 SUBSETS = [list(c) for k in range(1, 6) for c in itertools.combinations(range(5), k)]
@@ -79,6 +80,62 @@ def test_the_ckn_runs_once(parts: FactorParts) -> None:
     for t in ("low", "high", "parity"):
         assert sum(n.name.startswith(f"{t}/") for n in model.graph.node) == len(parts.tasks[t].graph.node)
     assert [i.name for i in model.graph.input] == ["x"]
+
+
+def test_the_routed_graph_runs_each_task_over_exactly_the_rows_it_is_given(
+    parts: FactorParts, factor_net: FactorNet, inputs: torch.Tensor
+) -> None:
+    with torch.no_grad():
+        want = {k: v.numpy() for k, v in factor_net(inputs).items()}
+    model = onnx.load_from_string(routed_graph(parts))
+    names = factor_net.task_names
+    assert [i.name for i in model.graph.input] == ["x", *(f"rows_{n}" for n in names)]
+    assert sum(n.name.startswith("_ckn/") for n in model.graph.node) == len(parts.ckn.graph.node)  # the CKN once
+    session = create_session(model)
+    n = len(inputs)
+    rng = np.random.default_rng(0)
+    for trial in range(8):  # any rows: none, some, repeated, out of order, every one
+        rows = {t: rng.choice(n, size=int(rng.integers(0, n + 2)), replace=True) for t in names}
+        rows[names[trial % len(names)]] = np.arange(n)[::-1]
+        feed = {"x": inputs.numpy(), **{f"rows_{t}": r.astype(np.int64) for t, r in rows.items()}}
+        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True))
+        for t in names:
+            logits, probs = outputs[f"logits_{t}"], outputs[f"probs_{t}"]
+            assert logits.shape == (len(rows[t]), want[t].shape[1])
+            assert np.abs(logits - want[t][rows[t]]).max(initial=0) <= ATOL, (trial, t)
+            assert np.abs(probs - torch.softmax(torch.from_numpy(logits), 1).numpy()).max(initial=0) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("ckn", "tsn"),
+    [
+        ("simpleconv64", "gaussian_simpleconv64"),
+        ("resnet18", "resnet18"),
+        ("wrn28", "wrn28"),
+        ("mobilenetv2", "mobilenetv2"),
+    ],
+)
+def test_every_architecture_runs_a_task_over_no_rows(ckn: str, tsn: str, tmp_path: Path) -> None:
+    """A task nobody in a batch asked for runs over an empty batch: every registered architecture must take one
+    (convolutions, pooling and reshapes over 0 rows) and give 0 rows back, the other tasks unaffected."""
+    torch.manual_seed(0)
+    small = {"width": 0.25} if ckn != "simpleconv64" else {"width": 0.25, "batchnorm": True}
+    tasks = [TaskSpec("a", "a"), TaskSpec("b", "b")]
+    net = FactorNet(
+        input_shape=(1, 64, 64),
+        tasks=tasks,
+        num_classes={"a": 3, "b": 4},
+        config=FactorConfig(ckn=NetSpec(ckn, small), tsn=NetSpec(tsn, {"width": 0.25}), feature_dim=8),
+    ).eval()
+    x = torch.rand(3, 1, 64, 64)
+    export_factor_set(net, tmp_path / "parts", sample=x)
+    session = create_session(routed_graph(load_parts(tmp_path / "parts", cache=False)))
+    feed = {"x": x.numpy(), "rows_a": np.array([2, 0], dtype=np.int64), "rows_b": np.zeros(0, dtype=np.int64)}
+    logits_a, _, logits_b, probs_b = session.run(None, feed)
+    with torch.no_grad():
+        want = net(x)["a"].numpy()
+    assert logits_b.shape == probs_b.shape == (0, 4)
+    assert np.abs(logits_a - want[[2, 0]]).max() <= 1e-4
 
 
 def test_combined_classifier_is_one_softmax_over_the_union(parts: FactorParts, inputs: torch.Tensor) -> None:
