@@ -22,7 +22,8 @@ fused ONNX session per subset, run from a ``git archive`` of that commit with th
 the same run: single-subset throughput at concurrency 32, uniform-traffic throughput, and batch-1 p50 of both
 servers against raw in-process ONNX Runtime on the fused graph (same thread settings) and the no-op endpoint.
 The fused baseline is also the "merged session for a dominant subset" figure: a fused session serving one
-subset, against the split parts serving the same subset.
+subset, against the resident set's routed graph serving the same subset (the server gives no subset a session of
+its own while this ratio stays at or above 1).
 
 Each factor set runs ``--rounds`` rounds of the three traffic kinds in rotated order and reports each kind's median
 round, with the server's CPU time per request (user + system of the server process, from /proc): a cost that
@@ -286,7 +287,7 @@ def against_fused(
         )
     print(
         f"resident / fused: one subset {out['resident_vs_fused_one']:.2f}x (a fused session for a dominant subset "
-        f"vs the split parts), uniform {out['resident_vs_fused_uniform']:.2f}x"
+        f"vs the routed graph), uniform {out['resident_vs_fused_uniform']:.2f}x"
     )
     return out
 

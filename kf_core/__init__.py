@@ -21,6 +21,7 @@ _import_onnxruntime()  # fail now, with the fix in the message, rather than deep
 
 if TYPE_CHECKING:  # the same names, eagerly, for type checkers; at run time they load on first use
     from kf_core.assemble import (
+        ROWS_PREFIX,
         assemble,
         assemble_bytes,
         assemble_session,
@@ -142,6 +143,7 @@ _EXPORTS: dict[str, str] = {
     "assemble_bytes": "kf_core.assemble",
     "assemble_session": "kf_core.assemble",
     "routed_graph": "kf_core.assemble",
+    "ROWS_PREFIX": "kf_core.assemble",
     "AssemblyDescription": "kf_core.predict",
     "describe_assembly": "kf_core.predict",
     "prediction_json": "kf_core.predict",
@@ -152,6 +154,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [  # the names of _EXPORTS (tests/kf_core/test_package.py keeps the two equal)
     "COMBINED",
+    "ROWS_PREFIX",
     "ArrayDataset",
     "AssemblyDescription",
     "Callback",

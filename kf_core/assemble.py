@@ -37,6 +37,7 @@ from kf_core.tasks import COMBINED, check_task_names, combined_head
 
 __all__ = [
     "COMBINED",
+    "ROWS_PREFIX",
     "FactorParts",
     "assemble",
     "assemble_bytes",
@@ -50,7 +51,7 @@ __all__ = [
 ASSEMBLY_FORMAT = "kf-assembly/1"  # the JSON description under metadata_props["kf_assembly"]
 _SHARED = frozenset({"x", "z_c"})  # tensors every part shares; never renamed
 _CKN = "_ckn/"
-ROWS = "rows_"  # routed graph: input ``rows_<task>``, the batch rows that task runs over
+ROWS_PREFIX = "rows_"  # routed graph: input ``rows_<task>``, the batch rows that task runs over
 
 
 def assemble(
@@ -142,7 +143,7 @@ def routed_graph(parts: FactorParts) -> bytes:
     model.graph.name = "kf_routed"
     _add_renamed(model.graph, parts.ckn.graph, _CKN, {})
     for name in names:
-        rows, x, z_c = f"{ROWS}{name}", f"{name}/x", f"{name}/z_c"
+        rows, x, z_c = f"{ROWS_PREFIX}{name}", f"{name}/x", f"{name}/z_c"
         model.graph.input.append(helper.make_tensor_value_info(rows, onnx.TensorProto.INT64, [f"rows_{name}"]))
         model.graph.node.extend(
             [

@@ -27,8 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from kf_core import COMBINED, FactorParts, combined_head, ort, routed_graph
-from kf_core.assemble import ROWS
+from kf_core import COMBINED, ROWS_PREFIX, FactorParts, combined_head, ort, routed_graph
 from service.serving.batching import SharedBatcher
 from service.serving.providers import CUDA
 from service.serving.refs import FactorSetInfo
@@ -230,7 +229,7 @@ class ResidentSet:
         feed = {"x": x}
         for name in self.factor_set.task_names:
             rows = rows_of.get(name, _NO_ROWS)
-            feed[ROWS + name] = self._all_rows[: len(x)] if rows is None else rows
+            feed[ROWS_PREFIX + name] = self._all_rows[: len(x)] if rows is None else rows
         names = list(rows_of)
         outputs = self._routed.run([f"{k}_{name}" for name in names for k in _TASK_OUTPUTS], feed)
         return {name: (outputs[2 * i], outputs[2 * i + 1]) for i, name in enumerate(names)}

@@ -43,7 +43,7 @@ from service.catalog.artifacts import ArtifactStore
 from service.config import Settings
 from service.errors import InvalidInputError
 from service.serving.assemblies import AssemblyBuilder, CacheKey, LoadedAssembly
-from service.serving.batching import MicroBatcher, SharedBatcher
+from service.serving.batching import InferenceLane, MicroBatcher, SharedBatcher
 from service.serving.providers import CPU, Provider, choose_provider
 from service.serving.refs import FactorSetInfo, is_immutable_ref, load_factor_set_info, materialize_parts
 from service.serving.resident import OutputInfo, PartStats, ResidentSet, Route
@@ -107,7 +107,7 @@ class Runtime:
         if wait_ms is None:
             wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
         self.batch_wait_s = wait_ms / 1000
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="kf-infer")
+        self._lane = InferenceLane()  # the one inference thread every batcher runs its sessions on
         self._build_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-assemble")
         self._parts_dir = Path(settings.work_dir).resolve() / "serving" / "parts"
         self._parts_lock = threading.Lock()
@@ -236,7 +236,7 @@ class Runtime:
             resident.run,
             max_batch=self.settings.max_batch,
             wait_s=self.batch_wait_s,
-            executor=self._infer_pool,
+            lane=self._lane,
             on_batch=self._count_batch,
         )
         self._resident[key] = resident
@@ -291,7 +291,7 @@ class Runtime:
             entry.run,
             max_batch=self.settings.max_batch,
             wait_s=self.batch_wait_s,
-            executor=self._infer_pool,
+            lane=self._lane,
             on_batch=self._count_batch,
         )
         self._insert(entry)
@@ -329,7 +329,7 @@ class Runtime:
         return list(self._cache.values())
 
     def close(self) -> None:
-        self._infer_pool.shutdown(wait=False, cancel_futures=True)
+        self._lane.close()
         self._build_pool.shutdown(wait=False, cancel_futures=True)
         self._builder.close()
         self._cache.clear()
