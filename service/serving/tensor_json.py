@@ -19,16 +19,23 @@ __all__ = ["parse_array", "split_array"]
 
 _COLON = re.compile(rb"\s*:\s*\[")
 _NUMBER_CHARS = b"0123456789eE.+- \t\r\n,[]"  # every character an array of JSON numbers may hold
+_FLAT_CHARS = b"0123456789eE.+- \t\r\n,"  # ... of a flat one, brackets aside
 _BRACKETS = re.compile(rb"\[+")
 
 
 def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
     """``(body with the array under "key" replaced by [], the array's text)``, when the key occurs exactly once
-    in ``body`` and holds an array of numbers only (nested or flat); else ``None``."""
+    in ``body`` and holds an array of numbers only (nested or flat); else ``None``.
+
+    Every step scans as little of the body as it can: the array's text may hold only number characters (so no
+    quote, and no second ``"key"``, inside it), so the key's uniqueness is checked before and after the array
+    only, and a flat array's characters are checked in one pass.
+    """
     token = b'"' + key.encode() + b'"'
-    if body.count(token) != 1:
+    at = body.find(token)
+    if at < 0:
         return None
-    match = _COLON.match(body, body.index(token) + len(token))
+    match = _COLON.match(body, at + len(token))
     if match is None:
         return None
     start = match.end() - 1
@@ -39,8 +46,13 @@ def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
     if run < 0:
         return None  # also when whitespace separates them: the general path reads that
     end = run + depth
+    if body.find(token, end) >= 0:  # a second "key" after the array (none before it: ``at`` is the first)
+        return None
     text = body[start:end]
-    if text.translate(None, _NUMBER_CHARS) or text.count(b"[") != text.count(b"]"):
+    if depth == 1:  # flat: "[" numbers "]", no bracket inside
+        if text.translate(None, _FLAT_CHARS) != b"[]":
+            return None
+    elif text.translate(None, _NUMBER_CHARS) or text.count(b"[") != text.count(b"]"):
         return None
     return body[:start] + b"[]" + body[end:], text
 

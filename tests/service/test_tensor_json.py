@@ -49,6 +49,9 @@ def test_values_are_those_of_the_general_path(values: Any) -> None:
         {"inputs": [{"data": [1, None]}]},
         {"inputs": [{"data": [True, 1]}]},
         {"id": "data", "inputs": [{"data": [1, 2]}]},  # the key's name elsewhere: not unique
+        {"inputs": [{"data": [1, 2]}], "id": "data"},  # ... before the array or after it
+        {"inputs": [{"data": [[1, 2], [3, 4]]}], "id": "data"},
+        {"inputs": [{"data": [1, [2], 3]}]},  # a bracket inside a flat array
         {"inputs": [{"data": [1, 2]}, {"data": [3]}]},
         {"inputs": [{"name": "x"}]},  # no such key
     ],
