@@ -1,8 +1,8 @@
 """A resident factor set: every part loaded once per process, any task subset served by routing.
 
-    resident = ResidentSet.load(parts, fs, provider=provider, threads=2)   # sessions built, verified, warmed
-    route = resident.route(("shape", "scale"), combined=False)            # microseconds, nothing composed
-    outputs = resident.run(x, [(0, len(x), route)])[0]                    # logits/probs per task, in order
+    resident = ResidentSet.load(parts, fs, providers=[CPU], threads=2, stats=PartStats())  # built, warmed
+    route = resident.route(("shape", "scale"), combined=False)  # microseconds, nothing composed
+    outputs = resident.run(x, [(0, len(x), route)])[0]  # logits/probs per task, in order
 
 A batch may mix requests for different subsets: :meth:`ResidentSet.run` runs the CKN once over every row, then
 each task part over exactly the rows whose request asked for that task, and scatters the outputs back; the
