@@ -5,8 +5,8 @@
     outputs = await runtime.run(resident, route, x)          # one queue per factor set, across its subsets
 
 **Predictions** come from resident factor sets (:mod:`service.serving.resident`): per factor set and provider,
-one session per part, loaded once (single-flight, sha256-verified, warmed up) however many subsets are asked
-for. A subset is a route, built in microseconds; nothing is composed and nothing is written on the request
+every part loaded once (single-flight, sha256-verified, warmed up) however many subsets are asked for: one
+session over the routed graph on the CPU, one per part on CUDA. A subset is a route, built in microseconds; nothing is composed and nothing is written on the request
 path. Requests for any subsets of one factor set share one :class:`SharedBatcher`: the CKN runs once per batch.
 
 **Fused assemblies** (``POST /v1/assemblies``, the portable product) are built by
@@ -17,8 +17,9 @@ order, combined, provider). Concurrent requests for a missing key share one buil
 **Cache.** Resident sets (each part counted once) and fused sessions share one LRU bounded by
 ``KF_CACHE_BYTES``; ``KF_PIN`` pins factor sets, which are never evicted.
 
-Building runs on a thread pool, inference on a one-thread executor (ORT parallelises inside a run with
-``KF_INFER_THREADS`` intra-op threads), so the event loop only parses, queues and answers.
+Building runs on a thread pool, inference on one inference thread (:class:`InferenceLane`; ORT parallelises
+inside a run with ``KF_INFER_THREADS`` intra-op threads), so the event loop only parses, queues and answers; a
+lone short request on an idle server runs on the loop itself (:mod:`service.serving.batching`).
 """
 
 from __future__ import annotations
