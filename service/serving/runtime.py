@@ -6,8 +6,9 @@
 
 **Predictions** come from resident factor sets (:mod:`service.serving.resident`): per factor set and provider,
 every part loaded once (single-flight, sha256-verified, warmed up) however many subsets are asked for: one
-session over the routed graph on the CPU, one per part on CUDA. A subset is a route, built in microseconds; nothing is composed and nothing is written on the request
-path. Requests for any subsets of one factor set share one :class:`SharedBatcher`: the CKN runs once per batch.
+session over the routed graph on the CPU, one per part on CUDA. A subset is a route, built in microseconds;
+nothing is composed and nothing is written on the request path. Requests for any subsets of one factor set share
+one :class:`SharedBatcher`: the CKN runs once per batch.
 
 **Fused assemblies** (``POST /v1/assemblies``, the portable product) are built by
 :class:`service.serving.assemblies.AssemblyBuilder` and cached here by (factor set id, tasks in the factor set's
