@@ -61,7 +61,7 @@ class InferenceLane:
 @dataclass
 class _Pending:
     x: np.ndarray
-    future: asyncio.Future[list[np.ndarray]] | None  # None: run inline, answered directly
+    future: asyncio.Future[list[np.ndarray]]
     route: Any = None  # SharedBatcher: which outputs this request wants
 
 
@@ -109,7 +109,7 @@ class MicroBatcher:
             finally:
                 self._claimed = False
             if self._idle():
-                return self._inline(_Pending(x, None, route))
+                return self._inline(x, route)
             first = True  # others queued while this one looked: it goes first in their batch
         future: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()
         pending = _Pending(x, future, route)
@@ -150,12 +150,13 @@ class MicroBatcher:
             await self._execute(batch)
             idle = False
 
-    def _inline(self, pending: _Pending) -> list[np.ndarray]:
+    def _inline(self, x: np.ndarray, route: Any) -> list[np.ndarray]:
         """A lone request's run on the event loop (see the module's docstring); errors reach the caller."""
-        outputs = self._timed_answers(pending.x, [pending])[0]
+        unused: asyncio.Future[list[np.ndarray]] = asyncio.get_running_loop().create_future()  # answered directly
+        outputs = self._timed_answers(x, [_Pending(x, unused, route)])[0]
         self.inline_runs += 1
         if self._on_batch is not None:
-            self._on_batch(1, len(pending.x))
+            self._on_batch(1, len(x))
         return outputs
 
     def _take(self) -> list[_Pending]:
@@ -164,7 +165,7 @@ class MicroBatcher:
         while self._queue and rows + len(self._queue[0].x) <= self.max_batch:
             p = self._queue.popleft()
             self._queued_rows -= len(p.x)
-            if p.future is not None and p.future.cancelled():  # the client went away while queued
+            if p.future.cancelled():  # the client went away while queued
                 continue
             batch.append(p)
             rows += len(p.x)
@@ -174,23 +175,22 @@ class MicroBatcher:
         if not batch:
             return
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
-        futures = [p.future for p in batch if p.future is not None]
         self._lane.busy += 1
         try:
             loop = asyncio.get_running_loop()
             per_request = await loop.run_in_executor(self._lane.executor, self._timed_answers, x, batch)
         except Exception as exc:
-            for f in futures:
-                if not f.done():
-                    f.set_exception(exc)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
             return
         finally:
             self._lane.busy -= 1
         if self._on_batch is not None:
             self._on_batch(len(batch), len(x))
-        for f, outputs in zip(futures, per_request, strict=True):
-            if not f.done():
-                f.set_result(outputs)
+        for p, outputs in zip(batch, per_request, strict=True):
+            if not p.future.done():
+                p.future.set_result(outputs)
 
     def _timed_answers(self, x: np.ndarray, batch: list[_Pending]) -> list[list[np.ndarray]]:
         start = time.perf_counter()
