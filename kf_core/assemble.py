@@ -144,7 +144,7 @@ def routed_graph(parts: FactorParts) -> bytes:
     _add_renamed(model.graph, parts.ckn.graph, _CKN, {})
     for name in names:
         rows, x, z_c = f"{ROWS_PREFIX}{name}", f"{name}/x", f"{name}/z_c"
-        model.graph.input.append(helper.make_tensor_value_info(rows, onnx.TensorProto.INT64, [f"rows_{name}"]))
+        model.graph.input.append(helper.make_tensor_value_info(rows, onnx.TensorProto.INT64, [rows]))
         model.graph.node.extend(
             [
                 helper.make_node("Gather", ["x", rows], [x], axis=0, name=f"{name}/kf_rows_x"),

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
-_TASK_OUTPUTS = ["logits", "probs"]  # what a task part's session answers on CUDA (see _with_probs)
+_TASK_OUTPUTS = ["logits", "probs"]  # per task: <kind>_<task> of the routed graph, <kind> of a CUDA task part
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
@@ -114,7 +114,6 @@ class ResidentSet:
         self.input_name = str(fs.input_spec.get("name", "x"))
         self.input_shape: list[int | None] = [None, *(int(d) for d in fs.input_spec["shape"][1:])]
         self._routes: dict[tuple[tuple[str, ...], bool], Route] = {}
-        self._all_rows = np.arange(0, dtype=np.int64)  # 0..n-1 for the largest batch so far (a task every row asked)
         self._lock = threading.Lock()
         self.stats = PartStats()
         self.batcher: SharedBatcher | None = None  # the runtime's queue for this set
@@ -129,7 +128,8 @@ class ResidentSet:
         threads: int | None,
         stats: PartStats,
     ) -> ResidentSet:
-        """Sessions for every part (ORT optimises each as it is created), then one warm-up batch through all."""
+        """The routed graph's session (CPU) or one session per part (CUDA), ORT optimising each as it is created,
+        then one warm-up batch through every part."""
         options = ort.session_options(threads)
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         resident: ResidentSet | None = None
@@ -138,9 +138,7 @@ class ResidentSet:
             if str(ckn.get_providers()[0]) == CUDA:
                 tasks = {
                     name: ort.create_session(
-                        _with_probs(parts.tasks[name]).SerializeToString(),
-                        providers=providers,
-                        options=ort.session_options(threads),
+                        _with_probs(parts.tasks[name]).SerializeToString(), providers=providers, options=options
                     )
                     for name in fs.task_names
                 }
@@ -224,12 +222,11 @@ class ResidentSet:
         self, x: np.ndarray, rows_of: dict[str, np.ndarray | None]
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """One call of the routed graph: every task asked for over its rows, the others over none."""
-        if len(self._all_rows) < len(x):
-            self._all_rows = np.arange(len(x), dtype=np.int64)
+        every_row = np.arange(len(x), dtype=np.int64)  # for the tasks every request asked for
         feed = {"x": x}
         for name in self.factor_set.task_names:
             rows = rows_of.get(name, _NO_ROWS)
-            feed[ROWS_PREFIX + name] = self._all_rows[: len(x)] if rows is None else rows
+            feed[ROWS_PREFIX + name] = every_row if rows is None else rows
         names = list(rows_of)
         outputs = self._routed.run([f"{k}_{name}" for name in names for k in _TASK_OUTPUTS], feed)
         return {name: (outputs[2 * i], outputs[2 * i + 1]) for i, name in enumerate(names)}
