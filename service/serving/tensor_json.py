@@ -3,17 +3,22 @@
 Validating a request whose tensor is a JSON array with its pydantic schema makes the schema walk every number
 (4,096 for one 64x64 image), and numpy then walks the resulting Python list again to find its type. Here
 :func:`split_array` cuts the one numeric array out of the body, so the schema validates only the small rest,
-and :func:`parse_array` reads the array with orjson and hands it to numpy with its type stated. A body where the
-array's key is not unique, or an array that holds anything but numbers (strings, ``null``, ``true``, a ragged
-nesting), is left to the general path (``None``), which answers the usual error.
+and :func:`parse_array` reads the array into numpy. A flat array (v2 ``data``) goes straight from text to a
+buffer of doubles with simdjson: no Python object per number (orjson makes 4,096 floats, numpy converts each,
+then they are freed: 170 us against 62 us for one 64x64 image of 0s and 1s, 217 against 101 us for random
+floats). A nested one (/v1 ``inputs``) is read by orjson, and numpy finds its shape. A body where the array's
+key is not unique, or an array that holds anything but numbers (strings, ``null``, ``true``, a ragged nesting),
+is left to the general path (``None``), which answers the usual error.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 
 import numpy as np
 import orjson
+import simdjson
 
 __all__ = ["parse_array", "split_array"]
 
@@ -21,6 +26,7 @@ _COLON = re.compile(rb"\s*:\s*\[")
 _NUMBER_CHARS = b"0123456789eE.+- \t\r\n,[]"  # every character an array of JSON numbers may hold
 _FLAT_CHARS = b"0123456789eE.+- \t\r\n,"  # ... of a flat one, brackets aside
 _BRACKETS = re.compile(rb"\[+")
+_PARSERS = threading.local()  # one simdjson parser per thread (large bodies are parsed on worker threads)
 
 
 def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
@@ -59,12 +65,35 @@ def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
 
 def parse_array(text: bytes) -> np.ndarray | None:
     """The JSON array ``text`` (numbers, flat or rectangularly nested) as a float32 array, or ``None``."""
+    if text.find(b"[", 1) < 0:  # flat (v2 ``data``)
+        flat = _flat(text)
+        if flat is not None:
+            return flat
     try:
         values = orjson.loads(text)
-        if text[1:2] == b"[":  # nested: numpy finds the shape (and refuses a ragged one)
-            array: np.ndarray = np.array(values, dtype=np.float32)  # each float64 rounded once, as usual
-        else:  # flat (v2 ``data``): no shape to find, and fromiter skips np.array's walk over the list
-            array = np.fromiter(values, dtype=np.float32, count=len(values))
-    except (orjson.JSONDecodeError, ValueError, TypeError):
+        if isinstance(values, list) and text[1:2] != b"[" and not all(type(v) in (int, float) for v in values):
+            return None  # a flat array simdjson refused: only integers past 64 bits are numbers here
+        array: np.ndarray = np.array(values, dtype=np.float32)  # nested: numpy finds the shape (refuses ragged)
+    except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
         return None
+    return array
+
+
+def _flat(text: bytes) -> np.ndarray | None:
+    """A flat array of numbers read by simdjson into doubles, rounded to float32 as the general path rounds
+    them; ``None`` for anything else, and for integers past 64 bits (orjson reads those)."""
+    parser = getattr(_PARSERS, "parser", None)
+    if parser is None:
+        parser = _PARSERS.parser = simdjson.Parser()
+    try:
+        doc = parser.parse(text)
+    except (ValueError, RuntimeError):
+        return None
+    try:
+        values = doc.as_buffer(of_type="d")  # every element a number, or TypeError
+    except (TypeError, ValueError, RuntimeError, AttributeError):
+        return None
+    finally:
+        del doc  # the parser refuses the next document while a proxy of this one lives
+    array: np.ndarray = np.frombuffer(values, dtype=np.float64).astype(np.float32)
     return array

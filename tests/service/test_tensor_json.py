@@ -4,6 +4,7 @@ sends the request down the general path and its usual errors."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,9 @@ def _general(values: Any) -> np.ndarray:
         [0, 1, -7, 16777217, 2**40, 1e-05, -0.0, 3.4028235e38, 1e-45],
         [[1, 2.5], [3, 4]],
         [],
+        [2**70, -(2**64), 18446744073709551615, 0.5],  # integers past 64 bits: simdjson refuses them, orjson reads
     ],
-    ids=["flat", "nested", "exponents", "ints-and-edges", "mixed", "empty"],
+    ids=["flat", "nested", "exponents", "ints-and-edges", "mixed", "empty", "big-ints"],
 )
 def test_values_are_those_of_the_general_path(values: Any) -> None:
     body = json.dumps({"id": "r", "inputs": [{"name": "x", "data": values, "shape": [1]}]}).encode()
@@ -62,6 +64,8 @@ def test_anything_unusual_is_left_to_the_general_path(body: dict[str, Any]) -> N
 
 def test_ragged_or_broken_arrays_are_refused() -> None:
     assert parse_array(b"[[1, 2], [3]]") is None
+    assert parse_array(b"[ [1, 2], [3]]") is None  # nested after a space: not read as flat (simdjson would flatten)
+    assert parse_array(b"[1, [2, 3]]") is None
     assert parse_array(b"[1, , 2]") is None
     assert parse_array(b"[1e, 2]") is None
     assert split_array(b'{"data": [1, 2', "data") is None  # never closed
@@ -74,3 +78,16 @@ def test_nested_arrays_keep_their_shape_and_ragged_ones_are_refused() -> None:
     assert parse_array(json.dumps([[[1, 2], [3, 4]], [[5, 6], [7]]]).encode()) is None
     assert parse_array(json.dumps([[1, 2], [3, 4], [5]]).encode()) is None
     assert parse_array(json.dumps([[[1]], [[2]]]).encode()).shape == (2, 1, 1)  # type: ignore[union-attr]
+
+
+def test_one_parser_per_thread_reads_document_after_document_whatever_failed_before() -> None:
+    """simdjson's parser refuses a document while a proxy of the previous one lives: every outcome lets go of it."""
+    bad = [b"[1, null]", b"[1e400]", b"[1, 2", b'[1, "2"]']
+    for text in [*bad, b"[1, 2]", *bad, b"[3.5]"]:
+        got = parse_array(text)
+        assert (got is None) == (text in bad)
+    results: list[np.ndarray | None] = []
+    worker = threading.Thread(target=lambda: results.append(parse_array(b"[4, 5, 6]")))
+    worker.start()
+    worker.join()
+    assert results[0] is not None and results[0].tolist() == [4.0, 5.0, 6.0]
