@@ -90,8 +90,10 @@ def _flat(text: bytes) -> np.ndarray | None:
     except (ValueError, RuntimeError):
         return None
     try:
+        if not isinstance(doc, simdjson.Array):
+            return None
         values = doc.as_buffer(of_type="d")  # every element a number, or TypeError
-    except (TypeError, ValueError, RuntimeError, AttributeError):
+    except (TypeError, ValueError, RuntimeError):
         return None
     finally:
         del doc  # the parser refuses the next document while a proxy of this one lives
