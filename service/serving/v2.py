@@ -11,6 +11,8 @@ union of the tasks' classes. Errors are ``{"error": "..."}``, as the protocol sp
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -188,13 +190,30 @@ def combined_classes(fs: FactorSetInfo) -> int | None:
     return len(classes) if len(set(classes)) == len(classes) else None
 
 
-def requested_tasks(fs: FactorSetInfo, names: list[str] | None) -> tuple[list[str] | None, bool, list[str]]:
+def requested_tasks(
+    fs: FactorSetInfo, names: Sequence[str] | None
+) -> tuple[tuple[str, ...] | None, bool, tuple[str, ...]]:
     """For the output ``names`` a request asks for (none: every task's): (tasks to assemble or None for all,
-    combined, output names to return in order)."""
+    combined, output names to return in order). Remembered per factor set and names (factor sets never change;
+    every request of a client asks the same), so a request pays a dictionary lookup."""
+    key = (fs.id, tuple(names or ()))
+    hit = _REQUESTED.get(key)
+    if hit is None:
+        hit = _requested_tasks(fs, key[1])  # raises for unknown outputs: only valid requests are remembered
+        if len(_REQUESTED) >= 4096:
+            _REQUESTED.clear()
+        _REQUESTED[key] = hit
+    return hit
+
+
+_REQUESTED: dict[tuple[uuid.UUID, tuple[str, ...]], tuple[tuple[str, ...] | None, bool, tuple[str, ...]]] = {}
+
+
+def _requested_tasks(fs: FactorSetInfo, names: tuple[str, ...]) -> tuple[tuple[str, ...] | None, bool, tuple[str, ...]]:
     offered = {name: task for name, task, _, _ in output_names(fs)}
     combined_names = {f"{kind}_{COMBINED}" for kind in KINDS}
     if not names:
-        return None, False, list(offered)
+        return None, False, tuple(offered)
     tasks: list[str] = []
     combined = False
     for name in names:
@@ -210,7 +229,7 @@ def requested_tasks(fs: FactorSetInfo, names: list[str] | None) -> tuple[list[st
             )
     if len(set(names)) != len(names):
         raise InvalidInputError("an output is requested twice; request each output once")
-    return tasks or None, combined, names
+    return tuple(tasks) or None, combined, names
 
 
 def check_tensor(name: str, datatype: str, shape: list[int], *, input_name: str, input_shape: list[int | None]) -> None:
@@ -293,7 +312,7 @@ def _binary_input(tensor: RequestInput, name: str, size: Any, binary: bytes) -> 
     return np.frombuffer(binary, dtype="<f4").reshape(tensor.shape)
 
 
-def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
+def binary_outputs(request: InferRequest, names: Sequence[str]) -> set[str]:
     """Which of ``names`` the client wants as binary tensor data: each output's ``parameters.binary_data``, or
     every one with the request's ``parameters.binary_data_output``."""
     if (request.parameters or {}).get("binary_data_output") is True:
@@ -302,7 +321,7 @@ def binary_outputs(request: InferRequest, names: list[str]) -> set[str]:
 
 
 def output_arrays(
-    entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: list[str]
+    entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: Sequence[str]
 ) -> list[tuple[str, str, np.ndarray]]:
     """(name, datatype, little-endian array) of each output in ``names``; ``label_*`` from the probabilities."""
     values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
@@ -317,7 +336,7 @@ def output_arrays(
 
 
 def encode_outputs(
-    entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: list[str], *, binary: set[str] | None = None
+    entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: Sequence[str], *, binary: set[str] | None = None
 ) -> tuple[list[dict[str, Any]], bytes]:
     """Response tensors for ``names``, and the bytes of those sent as binary tensor data (little-endian, in
     order), which then carry ``binary_data_size`` instead of ``data``."""
