@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from kf_core import errors as kf
 from kf_core.errors import KfError
@@ -224,6 +225,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+class _Api(FastAPI):
+    """FastAPI with :class:`RequestMiddleware` (``request_layer``) outside every layer of the framework's own stack
+    (its error pages, telemetry and body limit, then the app's routes): the prediction routes it answers itself
+    pass none of them (about 25 us a request, a tenth of the HTTP work of a batch-1 prediction)."""
+
+    request_layer: Callable[[ASGIApp], Any] | None = None  # the inner stack -> the app uvicorn calls
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack if self.request_layer is None else self.request_layer(stack)
+
+
 def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make_runner) -> FastAPI:
     """The API for ``settings`` (default: from the environment); ``runner`` builds the job runner (tests swap it)."""
     settings = settings or get_settings()
@@ -268,7 +281,7 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
             app.state.runtime.close()
             engine.dispose()
 
-    app = FastAPI(
+    app = _Api(
         title="KF service",
         version="0.1.0",
         summary="Knowledge factorization as a service: factorize teachers into assemblable factor networks.",
@@ -277,9 +290,10 @@ def create_app(settings: Settings | None = None, *, runner: RunnerFactory = make
     )
     registry = CollectorRegistry(auto_describe=False)
     app.state.metrics = registry
-    app.add_middleware(
-        RequestMiddleware,
-        metrics=HttpMetrics(registry),
+    http_metrics = HttpMetrics(registry)
+    app.request_layer = lambda inner: RequestMiddleware(
+        inner,
+        metrics=http_metrics,
         max_body=settings.max_request_bytes,
         fast_path=lambda: FastPath(app, error_content),  # the prediction routes, served past the framework
         paths=lambda: PathTable(app.openapi()),  # OPTIONS, 405 and 415 for every route, from what OpenAPI says

@@ -1,5 +1,5 @@
-"""The outermost layer of the app (pure ASGI, no per-request task or copy): a request id, one structured log
-line and the HTTP metrics for every request.
+"""The outermost layer of the app, outside the framework's own (pure ASGI, no per-request task or copy): a request
+id, one structured log line and the HTTP metrics for every request (``service.main`` puts it there).
 
 The request id is the client's ``X-Request-ID`` when it is a sane token (at most 128 of ``[A-Za-z0-9._-]``),
 else a fresh one; it comes back in the response's ``X-Request-ID`` and in the log line. Routes are labelled by
@@ -167,10 +167,10 @@ class RequestMiddleware:
         allowed = self._paths.allowed(path)
         if allowed is None:
             return None  # not a route of the API (docs, the console): FastAPI answers
-        allow = [(b"allow", ", ".join(allowed).encode())]
-        if method == "OPTIONS":
-            return 204, "", "", allow
-        if method not in allowed:
+        if method == "OPTIONS" or method not in allowed:
+            allow = [(b"allow", ", ".join(allowed).encode())]
+            if method == "OPTIONS":
+                return 204, "", "", allow
             message = f"{path} does not take {method}; it takes {', '.join(allowed)}"
             return 405, message, "MethodNotAllowed", allow
         accepted = self._paths.media_types(method, path)

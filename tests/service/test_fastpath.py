@@ -60,3 +60,22 @@ def test_malformed_bodies_get_each_apis_error_shape(client: Any) -> None:
 def test_other_methods_still_reach_the_framework(client: Any) -> None:
     assert client.get("/v2/models/fs/infer").status_code == 405
     assert client.get("/v1/predict").status_code == 405
+
+
+def test_a_bug_on_the_fast_path_is_a_500_in_each_apis_shape_and_the_server_goes_on(
+    client: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    """No framework layer sits outside the fast path to turn an unexpected exception into an answer: it does."""
+
+    async def broken(_ref: str) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(client.app.state.runtime, "resolve", broken)
+    r = client.post("/v2/models/fs/infer", json={"inputs": [X]}, headers={"X-Request-ID": "req-bug"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "req-bug"
+    assert r.json() == {"error": "internal error (see the server log)"}
+    r = client.post("/v1/predict", json={"factor_set": "fs", "inputs": [[[[0.0]]]]})
+    assert r.status_code == 500 and r.json()["error"] == "InternalError"
+    assert "a bug" in caplog.text and "/v2/models/fs/infer" in caplog.text
+    monkeypatch.undo()
+    assert client.post("/v2/models/nosuch/infer", json={"inputs": [X]}).status_code == 404
