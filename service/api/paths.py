@@ -40,11 +40,15 @@ class PathTable:
             self._paths.append(_Path(template, pattern, bodies))
         # Every request asks about its path; trying every template's pattern on each costs more than the lookup
         # (a prediction path asks the same question thousands of times a second).
-        self._memo: dict[str, list[_Path]] = {}
+        self._memo: dict[str, tuple[list[_Path], list[str] | None]] = {}
 
     def _matching(self, path: str) -> list[_Path]:
-        """The templates ``path`` is an instance of, the most specific only: as OpenAPI says, a concrete path
-        (``/v1/factor-sets/import``) is matched before a templated one (``/v1/factor-sets/{ref}``)."""
+        return self._lookup(path)[0]
+
+    def _lookup(self, path: str) -> tuple[list[_Path], list[str] | None]:
+        """The templates ``path`` is an instance of, the most specific only (as OpenAPI says, a concrete path,
+        ``/v1/factor-sets/import``, is matched before a templated one, ``/v1/factor-sets/{ref}``), and their
+        methods."""
         hit = self._memo.get(path)
         if hit is not None:
             return hit
@@ -52,15 +56,15 @@ class PathTable:
         if found:
             fewest = min(p.template.count("{") for p in found)
             found = [p for p in found if p.template.count("{") == fewest]
+        methods = {m for p in found for m in p.bodies}
         if len(self._memo) >= _MEMO:
             self._memo.clear()
-        self._memo[path] = found
-        return found
+        hit = self._memo[path] = (found, sorted(methods | {"OPTIONS"}) if methods else None)
+        return hit
 
     def allowed(self, path: str) -> list[str] | None:
         """Every method of ``path`` (sorted, OPTIONS included); ``None``: not a path of the API."""
-        methods = {m for p in self._matching(path) for m in p.bodies}
-        return sorted(methods | {"OPTIONS"}) if methods else None
+        return self._lookup(path)[1]
 
     def media_types(self, method: str, path: str) -> tuple[str, ...]:
         """The media types the body of ``method`` at ``path`` may have (() for none)."""
