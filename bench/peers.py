@@ -22,7 +22,9 @@ tasks' probabilities; every answer is checked against ONNX Runtime in this proce
 Measured with C load generators (``apt-get install -y wrk nghttp2-client``): batch-1 latency one request at a
 time (``wrk -c1 --latency``; gRPC with a Python client) against ``session.run`` in process, and throughput at
 concurrency 32 (``wrk -c32``; gRPC ``h2load -c32 -m1``). Rounds rotate the order; each figure is the median over
-rounds. The client shares the machine's cores with the servers; run on a quiet machine.
+rounds. A peer runs only for its own turn in a round (started, checked against ONNX Runtime on its first start,
+measured, stopped), so no server is measured beside another system's processes; KF's server runs throughout and
+sits idle during the peers' turns. The client shares the machine's cores with the servers; run on a quiet machine.
 Run: ``.venv/bin/python bench/peers.py [--venvs DIR] [--seconds 10] [--rounds 3] [--peers fastapi,bentoml,...]
 [--keep DIR]``.
 The last output line is JSON.
@@ -167,23 +169,51 @@ def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], ve
         peer_env["PEER_MAX_BATCH"] = str(MAX_BATCH)
         peer_env["PYTHONPATH"] = str(SERVERS)
         peer_env.update(BENTOML_DO_NOT_TRACK="True", RAY_USAGE_STATS_ENABLED="0")  # no phoning home mid-run
-        for name in peers:
-            port = kf_bench.free_port()
-            target = peer_target(name, port, x, outputs)
-            procs.append(load_tools.start_peer(name, venvs[name], port, peer_env, root, target))
-            targets.append(target)
         for t in targets:
             load_tools.check_outputs(t, want)
-        print(f"answers of all {len(targets)} endpoints match in-process ONNX Runtime (atol 1e-5)", flush=True)
-        return measure(args, targets, session, outputs, x, kf_port)
+        launchers = {}
+        for name in peers:  # each started for its own turn only: Ray, for one, runs daemons beside its replica
+            target = peer_target(name, kf_bench.free_port(), x, outputs)
+            launchers[target.name] = _launcher(name, venvs[name], peer_env, root, target, want)
+            targets.append(target)
+        print(f"answers of KF's {len(targets) - len(peers)} endpoints match in-process ONNX Runtime", flush=True)
+        return measure(args, targets, session, outputs, x, kf_port, launchers)
     finally:
         for p in reversed(procs):
             load_tools.stop(p)
 
 
+def _launcher(name: str, venv: Path, env: dict[str, str], root: Path, target: Target, want: list[np.ndarray]) -> Any:
+    """Starts the peer behind ``target`` and returns its process; the first start checks its answers."""
+    checked = False
+
+    def launch() -> Any:
+        nonlocal checked
+        proc = load_tools.start_peer(name, venv, target.port, env, root, target)
+        if not checked:
+            try:
+                load_tools.check_outputs(target, want)
+            except BaseException:
+                load_tools.stop(proc)
+                raise
+            print(f"{name}: answers match in-process ONNX Runtime (atol 1e-5)", flush=True)
+            checked = True
+        return proc
+
+    return launch
+
+
 def measure(
-    args: argparse.Namespace, targets: list[Target], session: Any, outputs: list[str], x: np.ndarray, kf_port: int
+    args: argparse.Namespace,
+    targets: list[Target],
+    session: Any,
+    outputs: list[str],
+    x: np.ndarray,
+    kf_port: int,
+    launchers: dict[str, Any],
 ) -> dict[str, Any]:
+    """Rounds over every endpoint in rotated order; a peer runs only during its own turn (``launchers``: started
+    before its measurements, stopped after), so no server is measured beside another system's processes."""
     noop = Target("KF no-op (GET /v2/health/live)", kf_port, "/v2/health/live", b"", {}, None, method="GET")
     every = [noop, *targets]
     rps: dict[str, list[float]] = {t.name: [] for t in every}
@@ -196,14 +226,19 @@ def measure(
         ort_p99.append(times[1])
         order = every[r % len(every) :] + every[: r % len(every)]
         for t in order:
-            if t is not noop:
-                lat = load_tools.sequential(t, args.latency_seconds)
-                p50[t.name].append(lat["p50_ms"])
-                p99[t.name].append(lat["p99_ms"])
-                errors += lat["errors"]
-            got = load_tools.throughput(t, args.concurrency, args.seconds)
-            rps[t.name].append(got["rps"])
-            errors += got["errors"]
+            proc = launchers[t.name]() if t.name in launchers else None
+            try:
+                if t is not noop:
+                    lat = load_tools.sequential(t, args.latency_seconds)
+                    p50[t.name].append(lat["p50_ms"])
+                    p99[t.name].append(lat["p99_ms"])
+                    errors += lat["errors"]
+                got = load_tools.throughput(t, args.concurrency, args.seconds)
+                rps[t.name].append(got["rps"])
+                errors += got["errors"]
+            finally:
+                if proc is not None:
+                    load_tools.stop(proc)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
     med = {k: statistics.median(v) for k, v in rps.items()}
     lat50 = {k: statistics.median(v) for k, v in p50.items()}
