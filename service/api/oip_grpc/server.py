@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +27,6 @@ from service.api.oip_grpc.protocol import SERVICE, protocol
 from service.catalog.db import reachable
 from service.config import Settings
 from service.errors import InvalidInputError, ServiceError
-from service.serving.refs import FactorSetInfo
 from service.serving.runtime import Runtime
 from service.serving.v2 import combined_classes, model_metadata, output_arrays, requested_tasks
 
@@ -84,8 +82,6 @@ class _Service:
         self._version = version
         self._m = protocol()
         self._infer_response = self._m.ModelInferResponse
-        # (factor set id, requested output names) -> what requested_tasks made of them (factor sets never change)
-        self._requested: dict[tuple[uuid.UUID, tuple[str, ...]], tuple[list[str] | None, bool, list[str]]] = {}
 
     async def ServerLive(self, _request: Any) -> Any:
         return self._m.ServerLiveResponse(live=True)
@@ -117,7 +113,7 @@ class _Service:
     async def ModelInfer(self, request: Any) -> Any:
         runtime = self._runtime
         fs = await runtime.resolve(_ref(request.model_name, request.model_version))
-        tasks, combined, names = self._requested_tasks(fs, tuple(o.name for o in request.outputs))
+        tasks, combined, names = requested_tasks(fs, [o.name for o in request.outputs])
         resident, route = await runtime.route(fs, tasks, combined=combined)  # the resident parts, as over HTTP
         x = tensors.decode_input(request, input_name=route.input_name, input_shape=route.input_shape)
         outputs = await runtime.run(resident, route, runtime.check_batch(x, route))
@@ -127,17 +123,6 @@ class _Service:
         response = self._infer_response(model_name=fs.name, model_version=str(fs.version), id=request.id)
         tensors.encode_outputs(response, arrays, raw=False)
         return response
-
-    def _requested_tasks(self, fs: FactorSetInfo, names: tuple[str, ...]) -> tuple[list[str] | None, bool, list[str]]:
-        key = (fs.id, names)
-        hit = self._requested.get(key)
-        if hit is None:
-            hit = requested_tasks(fs, list(names))  # raises for unknown outputs: only valid requests are kept
-            if len(self._requested) >= 4096:
-                self._requested.clear()
-            self._requested[key] = hit
-        tasks, combined, wanted = hit
-        return (None if tasks is None else list(tasks)), combined, list(wanted)
 
 
 def _ref(name: str, version: str) -> str:
