@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.serving.tensor_json import parse_array, split_array
+from service.serving.tensor_json import _flat, _nested, parse_array, split_array
 
 
 def _general(values: Any) -> np.ndarray:
@@ -80,12 +80,54 @@ def test_nested_arrays_keep_their_shape_and_ragged_ones_are_refused() -> None:
     assert parse_array(json.dumps([[[1]], [[2]]]).encode()).shape == (2, 1, 1)  # type: ignore[union-attr]
 
 
+_ROWS = [[float(r)] * 20 for r in range(4)]  # rows long enough for the simdjson reader to take them
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [_ROWS[0], _ROWS[1][:19], _ROWS[2] + [9.0], _ROWS[3]],  # 80 numbers; first and last rows of 20
+        [[*_ROWS[0][:19], [2.0]], _ROWS[1]],  # an array where a number should be: 40 numbers in 2 rows of 20
+        [*_ROWS, 5.0, 6.0],  # numbers beside the rows
+        [[_ROWS[0], _ROWS[1]], [_ROWS[2] + [7.0] * 10, _ROWS[3][:10]]],  # as many arrays and numbers as (2, 2, 20)
+        [[_ROWS[0]], [_ROWS[1][:10], _ROWS[2][:10]]],
+        _ROWS,  # rectangular: read
+        [[_ROWS[0], _ROWS[1]], [_ROWS[2], _ROWS[3]]],
+        [[]],  # an empty dimension: left to numpy
+        [[1, 2], [3]],  # short rows: left to numpy, which refuses this one
+    ],
+)
+def test_a_nesting_simdjson_would_flatten_is_read_only_when_it_is_rectangular(values: Any) -> None:
+    got = parse_array(json.dumps(values).encode())
+    try:
+        want: np.ndarray | None = np.array(values, dtype=np.float32)
+    except ValueError:
+        want = None
+    assert (got is None) == (want is None)
+    if want is not None:
+        assert got is not None and got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_the_simdjson_readers_take_the_usual_tensors_themselves() -> None:
+    """Not left to orjson: a reader that refused these would give the same answers, only slower."""
+    image = np.random.default_rng(5).random((2, 1, 64, 64)).astype(np.float32)
+    nested = _nested(json.dumps(image.tolist()).encode())
+    assert nested is not None and np.array_equal(nested, image)
+    flat = _flat(json.dumps(image.ravel().tolist()).encode())
+    assert flat is not None and np.array_equal(flat, image.ravel())
+    spaced = _nested(json.dumps(image.tolist(), indent=1).encode())  # newlines and indentation everywhere
+    assert spaced is not None and np.array_equal(spaced, image)
+    assert _nested(json.dumps([[_ROWS[0], _ROWS[1]], [_ROWS[2] + [7.0] * 10, _ROWS[3][:10]]]).encode()) is None
+
+
 def test_one_parser_per_thread_reads_document_after_document_whatever_failed_before() -> None:
     """simdjson's parser refuses a document while a proxy of the previous one lives: every outcome lets go of it."""
-    bad = [b"[1, null]", b"[1e400]", b"[1, 2", b'[1, "2"]']
-    for text in [*bad, b"[1, 2]", *bad, b"[3.5]"]:
+    ragged = json.dumps([_ROWS[0], _ROWS[1][:19], _ROWS[2] + [9.0], _ROWS[3]]).encode()  # fails deep in the check
+    bad = [b"[1, null]", b"[1e400]", b"[1, 2", b'[1, "2"]', ragged]
+    for text in [*bad, b"[1, 2]", *bad, json.dumps(_ROWS).encode(), b"[3.5]"]:
         got = parse_array(text)
         assert (got is None) == (text in bad)
+    assert _nested(json.dumps(_ROWS).encode()) is not None  # the parser is still free after all of that
     results: list[np.ndarray | None] = []
     worker = threading.Thread(target=lambda: results.append(parse_array(b"[4, 5, 6]")))
     worker.start()
