@@ -59,8 +59,7 @@ class JobCreate(ClientModel):
 
     @model_validator(mode="after")
     def _one_dataset(self) -> JobCreate:
-        if (self.dataset is None) == (self.dataset_id is None):
-            raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
+        _exactly_one_dataset(self.dataset, self.dataset_id)
         return self
 
 
@@ -103,8 +102,7 @@ class FactorSetImport(ClientModel):
 
     @model_validator(mode="after")
     def _one_dataset(self) -> FactorSetImport:
-        if (self.dataset is None) == (self.dataset_id is None):
-            raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
+        _exactly_one_dataset(self.dataset, self.dataset_id)
         return self
 
 
@@ -141,3 +139,9 @@ class JobPublic(ServerModel):
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int
+
+
+def _exactly_one_dataset(dataset: str | None, dataset_id: uuid.UUID | None) -> None:
+    """The rule of a new job's and an import's dataset: a built-in one or an uploaded one, never both."""
+    if (dataset is None) == (dataset_id is None):
+        raise ValueError("give exactly one of 'dataset' (dsprites or digits) and 'dataset_id' (an uploaded one)")
