@@ -12,8 +12,9 @@ on them; see ``bench/serve.py``), assembles all five tasks, downloads that one O
   environment under ``--venvs`` (default ``~/.cache/kf-bench/peers/NAME``, kept between runs; from PyPI).
 
 Every server runs the graph with the same ONNX Runtime settings (``bench/peer_servers/ortconf.py``, as KF's:
-all graph optimisations, sequential execution, one intra-op thread per usable core, one inter-op thread, no
-spinning; the same onnxruntime release as this environment's), the same largest batch (64) and the shortest
+all graph optimisations, sequential execution, one intra-op thread per usable core, one inter-op thread, workers
+spinning within a run and sleeping between runs (``--spin 0``: sleeping whenever idle, ``KF_INFER_SPIN=0``); the
+same onnxruntime release as this environment's), the same largest batch (64) and the shortest
 batching wait each allows: KF 0 (its CPU default), Ray 0, MLServer 0.5 ms (it batches only with a positive
 wait), BentoML its adaptive dispatcher (which sets the wait itself; ``max_latency_ms`` left at its default).
 No server writes an access log (KF writes none). Every request is one image (batch 1) and asks for the five
@@ -93,6 +94,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--keep", type=Path, help="work in this (new) directory and keep it: graph, server logs")
+    parser.add_argument(
+        "--spin", type=int, choices=(0, 1), default=1, help="KF_INFER_SPIN of KF and the same for every peer"
+    )
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
     args = parser.parse_args()
     peers = [p for p in args.peers.split(",") if p]
@@ -108,7 +112,8 @@ def main() -> None:
     print(f"{cores} usable cores, load {load:.1f}; onnxruntime {ort.__version__} everywhere")
     print(
         f"ONNX Runtime settings of every server (KF_INFER_THREADS={threads}; bench/peer_servers/ortconf.py): "
-        f"ORT_ENABLE_ALL, sequential execution, {threads} intra-op threads, 1 inter-op thread, no spinning; "
+        f"ORT_ENABLE_ALL, sequential execution, {threads} intra-op threads, 1 inter-op thread, "
+        f"{'workers spinning within a run' if args.spin else 'no spinning'} (KF_INFER_SPIN={args.spin}); "
         f"CPU provider; largest batch {MAX_BATCH}"
     )
     if load > cores / 2:
@@ -139,6 +144,7 @@ def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], ve
         "KF_WORK_DIR": str(root / "work"),
         "KF_DEVICE": "cpu",
         "KF_INFER_THREADS": str(threads),
+        "KF_INFER_SPIN": str(args.spin),
         "KF_MAX_BATCH": str(MAX_BATCH),
         "KF_BATCH_WAIT_MS": "0",  # KF's CPU default, stated: the peers batch with their shortest waits too
         "KF_GRPC_PORT": str(grpc_port),
@@ -158,14 +164,16 @@ def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], ve
         )
         graph, tasks = load_tools.download_graph(kf_port, root / "graph.onnx")
         outputs = [f"probs_{t}" for t in tasks]
-        os.environ.update(PEER_GRAPH=str(graph), PEER_OUTPUTS=",".join(outputs), PEER_THREADS=str(threads))
+        os.environ.update(
+            PEER_GRAPH=str(graph), PEER_OUTPUTS=",".join(outputs), PEER_THREADS=str(threads), PEER_SPIN=str(args.spin)
+        )
         from ortconf import make_session
 
         session = make_session(str(graph), threads)
         x = (np.random.default_rng(0).random((1, 1, 64, 64)) > 0.9).astype(np.float32)
         want = session.run(outputs, {"x": x})
         targets = kf_targets(kf_port, grpc_port, x, tasks)
-        peer_env = {**env, **{k: os.environ[k] for k in ("PEER_GRAPH", "PEER_OUTPUTS", "PEER_THREADS")}}
+        peer_env = {**env, **{k: os.environ[k] for k in ("PEER_GRAPH", "PEER_OUTPUTS", "PEER_THREADS", "PEER_SPIN")}}
         peer_env["PEER_MAX_BATCH"] = str(MAX_BATCH)
         peer_env["PYTHONPATH"] = str(SERVERS)
         peer_env.update(BENTOML_DO_NOT_TRACK="True", RAY_USAGE_STATS_ENABLED="0")  # no phoning home mid-run

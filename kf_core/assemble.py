@@ -98,6 +98,7 @@ def assemble_session(
     probabilities: bool = True,
     providers: Sequence[str] | None = None,
     threads: int | None = None,
+    spin: bool = True,
 ) -> Any:
     """An ONNX Runtime session for the assembled graph: same inputs, outputs and metadata as :func:`assemble`.
 
@@ -108,7 +109,7 @@ def assemble_session(
     """
     if list(providers or [ort.CPU]) != [ort.CPU]:
         data = assemble_bytes(parts, tasks, combined=combined, probabilities=probabilities)
-        return ort.create_session(data, providers=providers, options=ort.session_options(threads))
+        return ort.create_session(data, providers=providers, options=ort.session_options(threads, spin=spin))
     names, union = _plan(parts, tasks, combined)
     pieces = [_cpu_piece(parts, None)] + [_cpu_piece(parts, n) for n in names]
     model = _header(parts, names, union, probabilities, [p.header for p in pieces])
@@ -126,7 +127,9 @@ def assemble_session(
     _check(twin.SerializeToString(), names)
     weights = {k: v for p in pieces for k, v in p.weights.items()}
     data = model.SerializeToString()
-    return ort.create_session(data, options=ort.session_options(threads, optimize=False), external_weights=weights)
+    return ort.create_session(
+        data, options=ort.session_options(threads, optimize=False, spin=spin), external_weights=weights
+    )
 
 
 def routed_graph(parts: FactorParts) -> bytes:

@@ -37,10 +37,6 @@ __all__ = [
 CPU = "CPUExecutionProvider"
 DETACHED_LOCATION = "kf-detached-weight"  # external-data location of a weight handed to ORT as an OrtValue
 
-# Up to this many intra-op threads, idle workers sleep instead of spin-waiting. On a small machine spinning
-# workers steal the cores that the next session, the batcher or the HTTP server need; bench/assembly.py
-# showed no latency gain from spinning at 1-2 threads.
-_SPIN_MAX_THREADS = 4
 # Weights at least this large are detached; smaller tensors (shapes, axes, biases) stay inline because ORT's
 # shape inference reads some of them and copying them costs nothing.
 _DETACH_MIN_BYTES = 1024
@@ -62,8 +58,14 @@ def available_providers() -> list[str]:
     return list(import_onnxruntime().get_available_providers())
 
 
-def session_options(threads: int | None = None, *, optimize: bool = True) -> Any:
+def session_options(threads: int | None = None, *, optimize: bool = True, spin: bool = True) -> Any:
     """Fresh ``SessionOptions`` for serving; ``threads`` = intra-op threads (``None``: one per usable core).
+
+    ``spin=True``: the intra-op workers spin-wait between the parallel operators of a run and sleep once it ends
+    (ORT's ``force_spinning_stop``), so a run never waits for a sleeping worker to wake per operator, and idle
+    workers take no CPU from whatever runs between runs. ``spin=False``: workers sleep whenever they have no work.
+    On the reference dSprites graph (2 cores, 2 threads, ORT 1.32) one image runs in ~0.5 ms spinning against
+    ~0.9 ms sleeping, and 16 images in ~0.35 against ~0.42 ms each; see ``KF_INFER_SPIN`` for the cost.
 
     ``optimize=True`` applies every ORT graph optimisation. On the reference dSprites factor set (bench, 2 cores)
     level ALL runs batch 64 in ~40 ms against ~95 ms at BASIC and ~130 ms with none: the NCHWc convolution
@@ -82,9 +84,9 @@ def session_options(threads: int | None = None, *, optimize: bool = True) -> Any
     so.intra_op_num_threads = n
     so.inter_op_num_threads = 1
     so.log_severity_level = 3  # errors only: ORT's warnings would land on a server's stderr
-    if n <= _SPIN_MAX_THREADS:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    so.add_session_config_entry("session.force_spinning_stop", "1" if spin else "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")  # sequential execution: no inter-op work
     return so
 
 

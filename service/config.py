@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # CPU (per-sample cost dominates, and a waiting session is a stalled one), 2 ms on CUDA (launches dominate)
     batch_wait_ms: float | None = Field(default=None, ge=0)
     infer_threads: int | None = Field(default=None, ge=1)  # serving: ORT intra-op threads (None: usable cores)
+    # serving: intra-op workers spin-wait within a run and sleep between runs (lowest latency); off: they sleep
+    # whenever idle, which leaves more CPU to gRPC's own threads under load on a small machine (kf_core.ort)
+    infer_spin: bool = True
     allow_anonymous: bool = False  # kf serve: accept listening beyond 127.0.0.1 while no API key exists
     pin: str = ""  # serving: assemblies built at start-up and never evicted, "ref[=task,task];ref..."
     # serving: the Open Inference Protocol over gRPC on this port, in the API's process (unset: off); it listens on

@@ -87,6 +87,7 @@ class AssemblyBuilder:
         provider: Provider,
         *,
         threads: int | None,
+        spin: bool = True,
         parts: Callable[[FactorSetInfo], FactorParts],
         stats: RuntimeStats,
     ) -> None:
@@ -94,6 +95,7 @@ class AssemblyBuilder:
         self._store = store
         self.provider = provider
         self.threads = threads
+        self.spin = spin
         self._parts = parts
         self.stats = stats
         self._store_pool = ThreadPoolExecutor(2, thread_name_prefix="kf-store")
@@ -124,7 +126,9 @@ class AssemblyBuilder:
             # the wait. The request returns once both are done, so the id it reports is always in the catalog.
             stored_future = self._store_pool.submit(self._store_graph, parts, fs, names, combined)
             if self.provider.name == CPU:
-                session_obj = assemble_session(parts, list(names), combined=combined, threads=self.threads)
+                session_obj = assemble_session(
+                    parts, list(names), combined=combined, threads=self.threads, spin=self.spin
+                )
                 assembly_id, sha, size = stored_future.result()
             else:
                 assembly_id, sha, size = stored_future.result()
@@ -158,7 +162,9 @@ class AssemblyBuilder:
     def _stored_session(self, sha256: str, size: int) -> Any:
         """A session over a graph in the artifact store (verified), optimised by ORT as it is created."""
         data = self._store.read_bytes(sha256, size=size)
-        return ort.create_session(data, providers=self.provider.providers, options=ort.session_options(self.threads))
+        return ort.create_session(
+            data, providers=self.provider.providers, options=ort.session_options(self.threads, spin=self.spin)
+        )
 
 
 def entry_from_session(

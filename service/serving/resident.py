@@ -127,10 +127,11 @@ class ResidentSet:
         providers: list[str],
         threads: int | None,
         stats: PartStats,
+        spin: bool = True,
     ) -> ResidentSet:
         """The routed graph's session (CPU) or one session per part (CUDA), ORT optimising each as it is created,
         then one warm-up batch through every part."""
-        options = ort.session_options(threads)
+        options = ort.session_options(threads, spin=spin)
         size = parts.ckn.ByteSize() + sum(parts.tasks[n].ByteSize() for n in fs.task_names)
         resident: ResidentSet | None = None
         if CUDA in providers:

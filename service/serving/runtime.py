@@ -105,6 +105,7 @@ class Runtime:
         self._store = store
         self.provider = provider or choose_provider(settings.device)
         self.threads = settings.infer_threads
+        self.spin = settings.infer_spin
         wait_ms = settings.batch_wait_ms
         if wait_ms is None:
             wait_ms = 0.0 if self.provider.name == CPU else _CUDA_BATCH_WAIT_MS
@@ -124,7 +125,7 @@ class Runtime:
         self.stats = RuntimeStats()
         self.pins_ready = not parse_pins(settings.pin)
         self._builder = AssemblyBuilder(
-            factory, store, self.provider, threads=self.threads, parts=self._parts, stats=self.stats
+            factory, store, self.provider, threads=self.threads, spin=self.spin, parts=self._parts, stats=self.stats
         )
 
     @property
@@ -252,6 +253,7 @@ class Runtime:
             fs,
             providers=self.provider.providers,
             threads=self.threads,
+            spin=self.spin,
             stats=self.stats.parts,
         )
         if resident.provider != self.provider.name:

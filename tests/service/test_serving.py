@@ -638,6 +638,28 @@ def test_traffic_for_one_subset_is_served_by_the_resident_set_with_one_copy_of_t
     assert runtime.stats.parts.ckn_requests == 301 and runtime.stats.parts.task_rows.get("shape", 0) == 0
 
 
+@pytest.mark.parametrize("spin", [True, False])
+def test_kf_infer_spin_decides_how_every_serving_session_waits_for_work(
+    registered: Any,  # noqa: ARG001 (the factor set must exist first)
+    migrated: Any,
+    trained: Trained,
+    spin: bool,
+) -> None:
+    """KF_INFER_SPIN reaches the resident set's session and a fused assembly's alike: spinning within a run and
+    stopping at its end, or sleeping whenever idle."""
+    with open_client(migrated.model_copy(update={"infer_spin": spin}), run_jobs=False) as api:
+        runtime = api.app.state.runtime
+        assert _predict(api, trained.x[:1], ["shape"]).status_code == 200  # the resident (routed) session
+        assert api.post("/v1/assemblies", json={"factor_set": "fs", "tasks": ["scale"]}).status_code == 200
+        resident = runtime.resident_sets()
+        sessions = [r._routed for r in resident] + [e.session for e in runtime.entries()]
+        assert len(resident) == 1 and len(sessions) == 2
+        for s in sessions:
+            options = s.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == str(int(spin))
+            assert options.get_session_config_entry("session.force_spinning_stop") == str(int(spin))
+
+
 @pytest.mark.parametrize(
     ("tasks", "match"),
     [([], "at least one of"), (["low", "nope"], "known tasks"), (["low", "low"], "listed twice"), ("low", "string")],
