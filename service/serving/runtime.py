@@ -19,8 +19,9 @@ order, combined, provider). Concurrent requests for a missing key share one buil
 ``KF_CACHE_BYTES``; ``KF_PIN`` pins factor sets, which are never evicted.
 
 Building runs on a thread pool, inference on one inference thread (:class:`InferenceLane`; ORT parallelises
-inside a run with ``KF_INFER_THREADS`` intra-op threads), so the event loop only parses, queues and answers; a
-lone short request on an idle server runs on the loop itself (:mod:`service.serving.batching`).
+inside a run with ``KF_INFER_THREADS`` intra-op threads, spinning between its operators unless ``KF_INFER_SPIN``
+is off), so the event loop only parses, queues and answers; a lone short request on an idle server runs on the
+loop itself (:mod:`service.serving.batching`).
 """
 
 from __future__ import annotations
