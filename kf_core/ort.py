@@ -64,8 +64,9 @@ def session_options(threads: int | None = None, *, optimize: bool = True, spin: 
     ``spin=True``: the intra-op workers spin-wait between the parallel operators of a run and sleep once it ends
     (ORT's ``force_spinning_stop``), so a run never waits for a sleeping worker to wake per operator, and idle
     workers take no CPU from whatever runs between runs. ``spin=False``: workers sleep whenever they have no work.
-    On the reference dSprites graph (2 cores, 2 threads, ORT 1.32) one image runs in ~0.5 ms spinning against
-    ~0.9 ms sleeping, and 16 images in ~0.35 against ~0.42 ms each; see ``KF_INFER_SPIN`` for the cost.
+    On the reference dSprites graph (2 cores, 2 threads, ORT 1.32) one image runs in 0.5-0.7 ms spinning against
+    0.8-1.0 ms sleeping, and 16 images in ~0.35 against ~0.42 ms each; the service's ``KF_INFER_SPIN`` (README)
+    gives the throughput it costs under load.
 
     ``optimize=True`` applies every ORT graph optimisation. On the reference dSprites factor set (bench, 2 cores)
     level ALL runs batch 64 in ~40 ms against ~95 ms at BASIC and ~130 ms with none: the NCHWc convolution
