@@ -27,18 +27,18 @@ __all__ = ["parse_array", "split_array"]
 
 _COLON = re.compile(rb"\s*:\s*\[")
 _NUMBER_CHARS = b"0123456789eE.+- \t\r\n,[]"  # every character an array of JSON numbers may hold
-_FLAT_CHARS = b"0123456789eE.+- \t\r\n,"  # ... of a flat one, brackets aside
 _BRACKETS = re.compile(rb"\[+")
 _PARSERS = threading.local()  # one simdjson parser per thread (large bodies are parsed on worker threads)
 
 
 def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
     """``(body with the array under "key" replaced by [], the array's text)``, when the key occurs exactly once
-    in ``body`` and holds an array of numbers only (nested or flat); else ``None``.
+    in ``body`` and holds an array with no string in it (flat, or nested and of numbers only); else ``None``.
 
-    Every step scans as little of the body as it can: the array's text may hold only number characters (so no
-    quote, and no second ``"key"``, inside it), so the key's uniqueness is checked before and after the array
-    only, and a flat array's characters are checked in one pass.
+    Every step scans as little of the body as it can: the array's text may hold no quote (so no string, and no
+    second ``"key"``, inside it), so the key's uniqueness is checked before and after the array only. A flat
+    array is checked for quotes alone (one ``memchr``): whatever else it holds that is not a number (``true``,
+    ``null``, ``{}``), :func:`parse_array` refuses. A nested one may hold number characters and brackets only.
     """
     token = b'"' + key.encode() + b'"'
     at = body.find(token)
@@ -58,8 +58,8 @@ def split_array(body: bytes, key: str) -> tuple[bytes, bytes] | None:
     if body.find(token, end) >= 0:  # a second "key" after the array (none before it: ``at`` is the first)
         return None
     text = body[start:end]
-    if depth == 1:  # flat: "[" numbers "]", no bracket inside
-        if text.translate(None, _FLAT_CHARS) != b"[]":
+    if depth == 1:  # flat: "[" ... "]" with no string inside (so no "key" and no "]"); :func:`parse_array` then
+        if text.find(b'"') >= 0:  # refuses anything but numbers, as simdjson reads them (a memchr, not a copy)
             return None
     elif text.translate(None, _NUMBER_CHARS) or text.count(b"[") != text.count(b"]"):
         return None

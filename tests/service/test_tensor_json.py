@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fastapi.exceptions import RequestValidationError
 
+from service.api.routes import parse_tensor_json
 from service.serving.tensor_json import _flat, _nested, parse_array, split_array
+from service.serving.v2 import InferRequest
 
 
 def _general(values: Any) -> np.ndarray:
@@ -50,6 +53,7 @@ def test_values_are_those_of_the_general_path(values: Any) -> None:
         {"inputs": [{"data": [1, "2"]}]},  # a string
         {"inputs": [{"data": [1, None]}]},
         {"inputs": [{"data": [True, 1]}]},
+        {"inputs": [{"data": [1, {}]}]},  # an object without a string in it
         {"id": "data", "inputs": [{"data": [1, 2]}]},  # the key's name elsewhere: not unique
         {"inputs": [{"data": [1, 2]}], "id": "data"},  # ... before the array or after it
         {"inputs": [{"data": [[1, 2], [3, 4]]}], "id": "data"},
@@ -59,7 +63,8 @@ def test_values_are_those_of_the_general_path(values: Any) -> None:
     ],
 )
 def test_anything_unusual_is_left_to_the_general_path(body: dict[str, Any]) -> None:
-    assert split_array(json.dumps(body).encode(), "data") is None
+    split = split_array(json.dumps(body).encode(), "data")
+    assert split is None or parse_array(split[1]) is None  # cut out (no string inside), then refused
 
 
 def test_ragged_or_broken_arrays_are_refused() -> None:
@@ -133,3 +138,27 @@ def test_one_parser_per_thread_reads_document_after_document_whatever_failed_bef
     worker.start()
     worker.join()
     assert results[0] is not None and results[0].tolist() == [4.0, 5.0, 6.0]
+
+
+def test_the_rest_of_a_body_is_validated_once_per_distinct_rest_and_the_data_every_time() -> None:
+    """A client's requests differ in their data only: the rest's validation is remembered by its bytes (the same
+    parsed request comes back), while every request's array is read anew; any other rest is validated afresh."""
+
+    def body(data: list[float], request_id: str) -> bytes:
+        tensor = {"name": "x", "shape": [1, len(data)], "datatype": "FP32", "data": data}
+        return json.dumps({"id": request_id, "inputs": [tensor]}).encode()
+
+    def parse(raw: bytes) -> tuple[InferRequest, np.ndarray | None]:
+        return parse_tensor_json(raw, InferRequest, "data", lambda b: b.inputs[0].data == [])
+
+    first, a = parse(body([1.0, 2.0], "r1"))
+    again, b = parse(body([3.0, 4.0], "r1"))
+    other, c = parse(body([1.0, 2.0], "r2"))
+    assert again is first and other is not first
+    assert (first.id, other.id) == ("r1", "r2")
+    assert a is not None and b is not None and c is not None
+    assert (a.tolist(), b.tolist(), c.tolist()) == ([1.0, 2.0], [3.0, 4.0], [1.0, 2.0])
+    with pytest.raises(RequestValidationError):  # an invalid rest is never remembered: refused every time
+        parse(body([1.0], "r1").replace(b'"FP32"', b"7"))
+    with pytest.raises(RequestValidationError):
+        parse(body([1.0], "r1").replace(b'"FP32"', b"7"))
