@@ -45,6 +45,8 @@ __all__ = [
 _MAX_ROUTES = 4096  # a 10-task set has 1,023 subsets, x2 with combined heads
 _TASK_OUTPUTS = ["logits", "probs"]  # per task: <kind>_<task> of the routed graph, <kind> of a CUDA task part
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_ONE_ROW = np.zeros(1, dtype=np.int64)  # row 0: the whole of a one-row batch
+_NO_ROWS.flags.writeable = _ONE_ROW.flags.writeable = False  # fed to every run: nothing may change them
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,16 @@ class Route:
     provider: str
     assembly_id: None = None  # served from the parts: no fused graph is involved
     _heads: list[tuple[str, OutputInfo, OutputInfo]] = field(init=False, repr=False)
+    # The routed graph's outputs for this subset's tasks, in the route's order (logits, probs per task), and the
+    # row inputs of a one-row batch that asks for them alone: a lone request's run needs nothing else.
+    fetches: list[str] = field(init=False, repr=False)
+    rows_one: dict[str, np.ndarray] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_heads", group_heads(self.outputs))  # once per route, not per request
+    def __post_init__(self) -> None:  # once per route, not per request
+        object.__setattr__(self, "_heads", group_heads(self.outputs))
+        object.__setattr__(self, "fetches", [f"{k}_{name}" for name in self.tasks for k in _TASK_OUTPUTS])
+        rows = {ROWS_PREFIX + t: _ONE_ROW if t in self.tasks else _NO_ROWS for t in self.factor_set.task_names}
+        object.__setattr__(self, "rows_one", rows)
 
     def heads(self) -> list[tuple[str, OutputInfo, OutputInfo]]:
         return self._heads
@@ -189,6 +198,8 @@ class ResidentSet:
     # ----------------------------------------------------------------- running (the inference thread)
     def run(self, x: np.ndarray, spans: Sequence[Span]) -> list[list[np.ndarray]]:
         """Per span, its route's outputs for its rows: the CKN once over ``x``, each task over its rows only."""
+        if len(spans) == 1 and len(x) == 1 and self._routed is not None:
+            return [self._run_one(x, spans[0][2])]
         wanted: dict[str, list[int]] = {}
         for i, (_, _, route) in enumerate(spans):
             for name in route.tasks:
@@ -218,6 +229,23 @@ class ResidentSet:
                     at += spans[i][1] - spans[i][0]
             heads[name] = (logits, probs, starts)
         return _scatter(spans, heads)
+
+    def _run_one(self, x: np.ndarray, route: Route) -> list[np.ndarray]:
+        """A batch of one row asked for by one request (a lone client's): the route's outputs as the routed graph
+        gives them, with the feeds and output names the route holds ready (what :meth:`run` computes per batch,
+        and scatters afterwards, costs a lone request as much as the rest of its way through the server)."""
+        outputs: list[np.ndarray] = self._routed.run(route.fetches, {"x": x, **route.rows_one})
+        s = self.stats
+        s.ckn_runs += 1
+        s.ckn_rows += 1
+        s.ckn_requests += 1
+        for name in route.tasks:
+            s.task_runs[name] = s.task_runs.get(name, 0) + 1
+            s.task_rows[name] = s.task_rows.get(name, 0) + 1
+        if route.combined:
+            joined = np.concatenate(outputs[::2], axis=1)
+            outputs += [joined, _softmax(joined)]
+        return outputs
 
     def _run_routed(
         self, x: np.ndarray, rows_of: dict[str, np.ndarray | None]

@@ -171,6 +171,28 @@ def test_overlapping_single_row_requests_in_one_batch_get_their_own_rows(api: An
             assert np.abs(probs[0] - e / e.sum()).max() <= TOL, (i, t)
 
 
+def test_a_lone_row_runs_without_the_batch_bookkeeping_and_gets_what_a_batch_would(api: Any, trained: Trained) -> None:
+    """A batch of one row for one request (a lone client's) runs with the feeds its route holds ready: every subset
+    gets the outputs the general path gives the same row in a batch of two, and the part counters move alike."""
+    runtime = api.app.state.runtime
+    x1 = trained.x[:1]
+    for subset in subsets():
+        resident, route = api.portal.call(runtime.route, "fs", list(subset))
+        before = copy.deepcopy(resident.stats)
+        (alone,) = resident.run(x1, [(0, 1, route)])
+        middle = copy.deepcopy(resident.stats)
+        in_batch = resident.run(np.concatenate([x1, x1]), [(0, 1, route), (1, 2, route)])[0]
+        assert len(alone) == len(in_batch) == 2 * len(subset)
+        for a, b in zip(alone, in_batch, strict=True):
+            assert a.shape == b.shape == (1, a.shape[1])
+            np.testing.assert_array_equal(a, b)
+        assert (middle.ckn_runs - before.ckn_runs, middle.ckn_rows - before.ckn_rows) == (1, 1)
+        for t in TASKS:
+            ran = t in subset
+            assert middle.task_rows.get(t, 0) - before.task_rows.get(t, 0) == ran, (subset, t)
+            assert resident.stats.task_rows.get(t, 0) - middle.task_rows.get(t, 0) == 2 * ran, (subset, t)
+
+
 def test_v2_infer_without_outputs_returns_every_task_and_echoes_the_id(api: Any, trained: Trained) -> None:
     r = _infer(api, trained.x)
     assert r.status_code == 200, r.text

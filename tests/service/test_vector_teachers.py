@@ -93,11 +93,18 @@ def test_skl2onnx_digits_teacher_end_to_end_over_http(backend: Backend, sk_digit
         x = sk.x_test[:64]
         infer = {
             "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
-            "outputs": [{"name": "label_combined"}],
+            "outputs": [{"name": "label_combined"}, {"name": "probs_combined"}],
         }
         r = client.post("/v2/models/sk-digits/infer", json=infer)
         assert r.status_code == 200, r.text
         np.testing.assert_array_equal(r.json()["outputs"][0]["data"], labels[:64])
+        probs = np.asarray(r.json()["outputs"][1]["data"]).reshape(64, 10)
+        for i in range(3):  # one row alone (a lone client's batch, run without the batch bookkeeping): the same
+            one = {**infer, "inputs": [{**infer["inputs"][0], "shape": [1, 64], "data": x[i].tolist()}]}
+            r = client.post("/v2/models/sk-digits/infer", json=one)
+            assert r.status_code == 200, r.text
+            assert r.json()["outputs"][0]["data"] == [labels[i]]
+            np.testing.assert_allclose(r.json()["outputs"][1]["data"], probs[i], atol=1e-6)
 
         # Images sent to the vector factor set: a 4xx naming both shapes.
         r = client.post("/v1/predict", json={"factor_set": "sk-digits", "inputs": np.zeros((1, 1, 8, 8)).tolist()})
