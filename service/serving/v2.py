@@ -315,24 +315,52 @@ def _binary_input(tensor: RequestInput, name: str, size: Any, binary: bytes) -> 
 def binary_outputs(request: InferRequest, names: Sequence[str]) -> set[str]:
     """Which of ``names`` the client wants as binary tensor data: each output's ``parameters.binary_data``, or
     every one with the request's ``parameters.binary_data_output``."""
-    if (request.parameters or {}).get("binary_data_output") is True:
+    if request.parameters is not None and request.parameters.get("binary_data_output") is True:
         return set(names)
-    return {o.name for o in request.outputs or () if (o.parameters or {}).get("binary_data") is True}
+    if request.outputs is None:
+        return set()
+    return {o.name for o in request.outputs if o.parameters is not None and o.parameters.get("binary_data") is True}
 
 
 def output_arrays(
     entry: LoadedAssembly | Route, outputs: list[np.ndarray], names: Sequence[str]
 ) -> list[tuple[str, str, np.ndarray]]:
     """(name, datatype, little-endian array) of each output in ``names``; ``label_*`` from the probabilities."""
-    values = dict(zip((o.name for o in entry.outputs), outputs, strict=True))
     result = []
+    for name, datatype, i, label in _output_plan(entry, names):
+        array = outputs[i]
+        if label:
+            result.append((name, datatype, array.argmax(axis=1).astype(_I8)))
+        else:
+            result.append((name, datatype, array if array.dtype == _F4 else array.astype(_F4)))
+    return result
+
+
+_F4, _I8 = np.dtype("<f4"), np.dtype("<i8")
+OutputPlan = tuple[tuple[str, str, int, bool], ...]  # per output name: (name, datatype, index in outputs, label?)
+_PLANS: dict[tuple[int, tuple[str, ...]], tuple[list[Any], OutputPlan]] = {}
+
+
+def _output_plan(entry: LoadedAssembly | Route, names: Sequence[str]) -> OutputPlan:
+    """Where each of ``names`` comes from in ``entry``'s outputs, worked out once per entry and names (an entry's
+    outputs never change; every request of a client asks for the same names). Keyed by the identity of the
+    entry's output list, which the memo holds on to, so an identity is never reused while its plan is kept."""
+    key = (id(entry.outputs), tuple(names))
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is entry.outputs:
+        return hit[1]
+    index = {o.name: i for i, o in enumerate(entry.outputs)}
+    plan = []
     for name in names:
         kind, _, task = name.partition("_")
         if kind == "label":
-            result.append((name, "INT64", values[f"probs_{task}"].argmax(axis=1).astype("<i8")))
+            plan.append((name, "INT64", index[f"probs_{task}"], True))
         else:
-            result.append((name, "FP32", values[name].astype("<f4", copy=False)))
-    return result
+            plan.append((name, "FP32", index[name], False))
+    if len(_PLANS) >= 4096:
+        _PLANS.clear()
+    _PLANS[key] = (entry.outputs, tuple(plan))
+    return tuple(plan)
 
 
 def encode_outputs(
