@@ -337,11 +337,11 @@ def output_arrays(
 
 
 _F4, _I8 = np.dtype("<f4"), np.dtype("<i8")
-OutputPlan = tuple[tuple[str, str, int, bool], ...]  # per output name: (name, datatype, index in outputs, label?)
-_PLANS: dict[tuple[int, tuple[str, ...]], tuple[list[Any], OutputPlan]] = {}
+_OutputPlan = tuple[tuple[str, str, int, bool], ...]  # per output name: (name, datatype, index in outputs, label?)
+_PLANS: dict[tuple[int, tuple[str, ...]], tuple[list[Any], _OutputPlan]] = {}
 
 
-def _output_plan(entry: LoadedAssembly | Route, names: Sequence[str]) -> OutputPlan:
+def _output_plan(entry: LoadedAssembly | Route, names: Sequence[str]) -> _OutputPlan:
     """Where each of ``names`` comes from in ``entry``'s outputs, worked out once per entry and names (an entry's
     outputs never change; every request of a client asks for the same names). Keyed by the identity of the
     entry's output list, which the memo holds on to, so an identity is never reused while its plan is kept."""
