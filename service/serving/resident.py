@@ -243,8 +243,7 @@ class ResidentSet:
             s.task_runs[name] = s.task_runs.get(name, 0) + 1
             s.task_rows[name] = s.task_rows.get(name, 0) + 1
         if route.combined:
-            joined = np.concatenate(outputs[::2], axis=1)
-            outputs += [joined, _softmax(joined)]
+            outputs += _combined(outputs)
         return outputs
 
     def _run_routed(
@@ -326,6 +325,13 @@ def _rows(spans: Sequence[Span], span_ids: list[int], *, one_row: bool) -> np.nd
     return np.concatenate([np.arange(spans[i][0], spans[i][1]) for i in span_ids])
 
 
+def _combined(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The combined head's logits and probabilities from a route's outputs (logits, probs per task): the tasks'
+    logits side by side and their softmax, as the fused graph's combined head computes them."""
+    joined = np.concatenate(outputs[::2], axis=1)
+    return [joined, _softmax(joined)]
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     out: np.ndarray = (e / e.sum(axis=1, keepdims=True)).astype(np.float32, copy=False)
@@ -346,8 +352,7 @@ def _scatter(
             at = starts[i]
             out += [logits[at : at + n], probs[at : at + n]]
         if route.combined:
-            joined = np.concatenate(out[::2], axis=1)
-            out += [joined, _softmax(joined)]
+            out += _combined(out)
         results.append(out)
     return results
 
