@@ -3,14 +3,17 @@ their parsed figures, the peers' processes, and the check of every endpoint's an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from peer_targets import Target
 
 SERVERS = Path(__file__).resolve().parent / "peer_servers"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 
 def require(*tools: str) -> None:
@@ -185,11 +189,59 @@ def sequential(target: Target, seconds: float) -> dict[str, Any]:
     return _wrk(target, connections=1, threads=1, seconds=seconds)
 
 
-def throughput(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Requests per second with ``concurrency`` requests in flight (one connection each)."""
+def throughput(target: Target, concurrency: int, seconds: float, *, server_pid: int | None = None) -> dict[str, Any]:
+    """Requests per second with ``concurrency`` requests in flight (one connection each), and the CPU time each
+    request cost: the server's (``server_pid`` and every process under it; ``main_thread``: that process's first
+    thread alone, KF's event loop) and the load generator's, in microseconds (CPU used over the run / requests
+    answered over it, counting h2load's warm-up second at the measured rate)."""
+    started, client = time.perf_counter(), _children_cpu()
+    server = server_cpu(server_pid) if server_pid else None
     if target.grpc:
-        return _h2load(target, concurrency, seconds)
-    return _wrk(target, connections=concurrency, threads=2, seconds=seconds)
+        got = _h2load(target, concurrency, seconds)
+    else:
+        got = _wrk(target, connections=concurrency, threads=2, seconds=seconds)
+    done = got["rps"] * (time.perf_counter() - started)
+    if done > 0:
+        got["client_cpu_us"] = (_children_cpu() - client) / done * 1e6
+        if server is not None:
+            now = server_cpu(server_pid)  # type: ignore[arg-type]
+            got["server_cpu_us"] = (now[0] - server[0]) / done * 1e6
+            got["main_thread_cpu_us"] = (now[1] - server[1]) / done * 1e6
+    return got
+
+
+def server_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds used so far by process ``pid`` and every process under it, and by ``pid``'s first thread."""
+    parent, ticks = {}, {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError):  # exited while listed
+                parent[int(entry.name)], ticks[int(entry.name)] = _stat_ticks(Path(entry.path, "stat"))
+    children = defaultdict(list)
+    for p, pp in parent.items():
+        children[pp].append(p)
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += ticks.get(p, 0)
+        todo += children[p]
+    try:
+        main = _stat_ticks(Path(f"/proc/{pid}/task/{pid}/stat"))[1]
+    except (OSError, ValueError):
+        main = 0
+    return total * _TICK_S, main * _TICK_S
+
+
+def _stat_ticks(path: Path) -> tuple[int, int]:
+    """(parent pid, user + system CPU ticks) from a /proc stat file (the name in parentheses may hold spaces)."""
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the load generators; servers still run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _wrk(target: Target, *, connections: int, threads: int, seconds: float) -> dict[str, Any]:

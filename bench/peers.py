@@ -26,6 +26,10 @@ concurrency 32 (``wrk -c32``; gRPC ``h2load -c32 -m1``). Rounds rotate the order
 rounds. A peer runs only for its own turn in a round (started, checked against ONNX Runtime on its first start,
 measured, stopped), so no server is measured beside another system's processes; KF's server runs throughout and
 sits idle during the peers' turns. The client shares the machine's cores with the servers; run on a quiet machine.
+Each throughput run also reads the CPU time it cost, per request answered: the server's (its process and every
+process under it, from /proc; for KF also its event loop thread's share) and the load generator's (wrk or h2load,
+from this process's finished children): on a machine whose cores are all busy, throughput is what CPU per request
+allows, and these say where an endpoint spends more.
 Run: ``.venv/bin/python bench/peers.py [--venvs DIR] [--seconds 10] [--rounds 3] [--peers fastapi,bentoml,...]
 [--keep DIR]``.
 The last output line is JSON.
@@ -56,6 +60,7 @@ import serve as kf_bench  # noqa: E402
 from peer_targets import PEERS, Target, kf_targets, peer_target  # noqa: E402
 
 NOOP_TARGET, PEER_TARGET, ORT_GAP_MS, GRPC_TARGET = 0.6, 2.0, 0.5, 1.0
+_CPU_KEYS = ("server_cpu_us", "main_thread_cpu_us", "client_cpu_us")  # per request, from load_tools.throughput
 MAX_BATCH = 64  # every server's largest batch (KF's default KF_MAX_BATCH too)
 
 
@@ -185,7 +190,7 @@ def run(root: Path, args: argparse.Namespace, threads: int, peers: list[str], ve
             launchers[target.name] = _launcher(name, venvs[name], peer_env, root, target, want)
             targets.append(target)
         print(f"answers of KF's {len(targets) - len(peers)} endpoints match in-process ONNX Runtime", flush=True)
-        return measure(args, targets, session, outputs, x, kf_port, launchers)
+        return measure(args, targets, session, outputs, x, kf_port, procs[0].pid, launchers)
     finally:
         for p in reversed(procs):
             load_tools.stop(p)
@@ -218,15 +223,19 @@ def measure(
     outputs: list[str],
     x: np.ndarray,
     kf_port: int,
+    kf_pid: int,
     launchers: dict[str, Any],
 ) -> dict[str, Any]:
     """Rounds over every endpoint in rotated order; a peer runs only during its own turn (``launchers``: started
-    before its measurements, stopped after), so no server is measured beside another system's processes."""
+    before its measurements, stopped after), so no server is measured beside another system's processes. Each
+    throughput run also gives the CPU time per request of the server (``kf_pid``, or the peer's process tree) and
+    of the load generator."""
     noop = Target("KF no-op (GET /v2/health/live)", kf_port, "/v2/health/live", b"", {}, None, method="GET")
     every = [noop, *targets]
     rps: dict[str, list[float]] = {t.name: [] for t in every}
     p50: dict[str, list[float]] = {t.name: [] for t in every if t is not noop}
     p99: dict[str, list[float]] = {t.name: [] for t in every if t is not noop}
+    cpu: dict[str, dict[str, list[float]]] = {t.name: {k: [] for k in _CPU_KEYS} for t in every}
     ort_p50, ort_p99, errors = [], [], 0
     for r in range(args.rounds):
         times = load_tools.in_process(session, outputs, x, seconds=args.latency_seconds)
@@ -241,8 +250,13 @@ def measure(
                     p50[t.name].append(lat["p50_ms"])
                     p99[t.name].append(lat["p99_ms"])
                     errors += lat["errors"]
-                got = load_tools.throughput(t, args.concurrency, args.seconds)
+                got = load_tools.throughput(
+                    t, args.concurrency, args.seconds, server_pid=proc.pid if proc is not None else kf_pid
+                )
                 rps[t.name].append(got["rps"])
+                for k in _CPU_KEYS:
+                    if k in got:
+                        cpu[t.name][k].append(got[k])
                 errors += got["errors"]
             finally:
                 if proc is not None:
@@ -252,8 +266,9 @@ def measure(
     lat50 = {k: statistics.median(v) for k, v in p50.items()}
     lat99 = {k: statistics.median(v) for k, v in p99.items()}
     ort50, ort99 = statistics.median(ort_p50), statistics.median(ort_p99)
+    cpu_us = {n: {k: statistics.median(v) for k, v in by.items() if v} for n, by in cpu.items()}
     errors += load_tools.grpc_failures(kf_port)
-    return report(args, targets, noop.name, med, lat50, lat99, ort50, ort99, errors)
+    return report(args, targets, noop.name, med, lat50, lat99, ort50, ort99, cpu_us, errors)
 
 
 def report(
@@ -265,18 +280,23 @@ def report(
     p99: dict[str, float],
     ort50: float,
     ort99: float,
+    cpu: dict[str, dict[str, float]],
     errors: int,
 ) -> dict[str, Any]:
     kf = {t.key: t.name for t in targets if t.key.startswith("kf_")}
     peers = {t.key: t.name for t in targets if not t.key.startswith("kf_")}
     v2 = rps[kf["kf_v2_json"]]
-    print(f"\n| server, endpoint | batch-1 p50 ms | p99 ms | req/s at c={args.concurrency} | KF v2 JSON / this |")
-    print("|---|---|---|---|---|")
-    print(f"| ONNX Runtime in process (session.run) | {ort50:.2f} | {ort99:.2f} | | |")
-    print(f"| {noop} | | | {rps[noop]:.0f} | {_ratio(v2, rps[noop]):.2f} |")
+    print(
+        f"\n| server, endpoint | batch-1 p50 ms | p99 ms | req/s at c={args.concurrency} | KF v2 JSON / this "
+        "| server CPU us/req (KF: event loop) | load generator CPU us/req |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(f"| ONNX Runtime in process (session.run) | {ort50:.2f} | {ort99:.2f} | | | | |")
+    print(f"| {noop} | | | {rps[noop]:.0f} | {_ratio(v2, rps[noop]):.2f} | {_cpu_cells(cpu[noop], True)} |")
     for t in targets:
         n = t.name
-        print(f"| {n} | {p50[n]:.2f} | {p99[n]:.2f} | {rps[n]:.0f} | {_ratio(v2, rps[n]):.2f} |")
+        cells = _cpu_cells(cpu[n], t.key.startswith("kf_"))
+        print(f"| {n} | {p50[n]:.2f} | {p99[n]:.2f} | {rps[n]:.0f} | {_ratio(v2, rps[n]):.2f} | {cells} |")
     fastapi = peers.get("fastapi")
     checks = {
         "v2_json_vs_noop": (_ratio(v2, rps[noop]), NOOP_TARGET),
@@ -289,6 +309,16 @@ def report(
         + ", ".join(f"{k} {checks[f'v2_json_vs_{k}'][0]:.2f}x" for k in peers)
         + f" (target >= {PEER_TARGET}x); gRPC / v2 binary {checks['grpc_vs_v2_binary'][0]:.2f} (target >= 1)"
     )
+    grpc, binary = cpu[kf["kf_grpc"]], cpu[kf["kf_v2_binary"]]
+    if "server_cpu_us" in grpc and "server_cpu_us" in binary:
+        g, b = grpc["server_cpu_us"], binary["server_cpu_us"]
+        gl, bl = grpc["main_thread_cpu_us"], binary["main_thread_cpu_us"]
+        print(
+            f"CPU per request, gRPC against v2 binary: KF's server {g:.0f} against {b:.0f} us ({_ratio(g, b):.2f}x; "
+            f"event loop {gl:.0f} against {bl:.0f}, its other threads {g - gl:.0f} against {b - bl:.0f}); load "
+            f"generator (h2load, wrk) {grpc.get('client_cpu_us', float('nan')):.0f} against "
+            f"{binary.get('client_cpu_us', float('nan')):.0f} us"
+        )
     print(
         f"batch 1 p50: KF v2 JSON {p50[kf['kf_v2_json']]:.2f} ms, in-process ORT {ort50:.2f} ms (gap {gap:.2f} ms, "
         f"target <= {ORT_GAP_MS})"
@@ -299,6 +329,7 @@ def report(
         "rps": {t.key: round(rps[t.name], 1) for t in targets} | {"kf_noop": round(rps[noop], 1)},
         "p50_ms": {t.key: round(p50[t.name], 3) for t in targets} | {"ort_in_process": round(ort50, 3)},
         "p99_ms": {t.key: round(p99[t.name], 3) for t in targets} | {"ort_in_process": round(ort99, 3)},
+        "cpu_us_per_request": {t.key: _cpu_json(cpu[t.name]) for t in targets} | {"kf_noop": _cpu_json(cpu[noop])},
         "ratios": {k: round(v, 3) for k, (v, _) in checks.items()},
         "targets": {k: t for k, (_, t) in checks.items()} | {"p50_gap_to_ort_ms": ORT_GAP_MS},
         "p50_gap_to_ort_ms": round(gap, 3),
@@ -311,6 +342,20 @@ def report(
         "concurrency": args.concurrency,
         "rounds": args.rounds,
     }
+
+
+def _cpu_cells(cpu: dict[str, float], kf: bool) -> str:
+    """The two CPU cells of a table row: the server's CPU per request (KF's: with its event loop's share) and the
+    load generator's."""
+    server = f"{cpu['server_cpu_us']:,.0f}" if "server_cpu_us" in cpu else ""
+    if kf and "main_thread_cpu_us" in cpu:
+        server += f" ({cpu['main_thread_cpu_us']:,.0f})"
+    client = f"{cpu['client_cpu_us']:,.0f}" if "client_cpu_us" in cpu else ""
+    return f"{server} | {client}"
+
+
+def _cpu_json(cpu: dict[str, float]) -> dict[str, float]:
+    return {k.removesuffix("_cpu_us"): round(v, 1) for k, v in cpu.items()}
 
 
 def _ratio(a: float, b: float) -> float:
