@@ -212,30 +212,36 @@ def throughput(target: Target, concurrency: int, seconds: float, *, server_pid: 
 
 def server_cpu(pid: int) -> tuple[float, float]:
     """CPU seconds used so far by process ``pid`` and every process under it, and by ``pid``'s first thread."""
-    parent, ticks = {}, {}
+    parent, used = {}, {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError):  # exited while listed
-                parent[int(entry.name)], ticks[int(entry.name)] = _stat_ticks(Path(entry.path, "stat"))
+                parent[int(entry.name)], used[int(entry.name)] = _stat(Path(entry.path, "stat"))
     children = defaultdict(list)
     for p, pp in parent.items():
         children[pp].append(p)
-    total, todo = 0, [pid]
+    total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
-        total += ticks.get(p, 0)
+        total += used.get(p, 0.0)
         todo += children[p]
     try:
-        main = _stat_ticks(Path(f"/proc/{pid}/task/{pid}/stat"))[1]
+        main = _stat(Path(f"/proc/{pid}/task/{pid}/stat"))[1]
     except (OSError, ValueError):
-        main = 0
-    return total * _TICK_S, main * _TICK_S
+        main = 0.0
+    return total, main
 
 
-def _stat_ticks(path: Path) -> tuple[int, int]:
-    """(parent pid, user + system CPU ticks) from a /proc stat file (the name in parentheses may hold spaces)."""
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) the process has used: a cost per request that other processes'
+    load does not inflate the way it inflates wall-clock throughput."""
+    return _stat(Path(f"/proc/{pid}/stat"))[1]
+
+
+def _stat(path: Path) -> tuple[int, float]:
+    """(parent pid, user + system CPU seconds) from a /proc stat file (the name in parentheses may hold spaces)."""
     fields = path.read_text().rsplit(")", 1)[1].split()
-    return int(fields[1]), int(fields[11]) + int(fields[12])
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
 def _children_cpu() -> float:

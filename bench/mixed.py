@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from load_tools import cpu_seconds
 from serve import _latencies, _once, _request, _throughput, free_port, pct, register, start, write_report
 
 BASELINE_REV = "a05214c"  # serving code moved into service/serving/, predictions still from fused sessions
@@ -107,13 +108,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, every thread) the process has used: a cost per request that other processes'
-    load does not inflate the way it inflates wall-clock throughput."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def body(name: str, tasks: list[str], npy: str) -> bytes:
